@@ -1,0 +1,254 @@
+"""The todo agent: configuration for the OpenAI Agents SDK, run by `TodoAgent.stream`, which yields typed events.
+
+Every door renders these events its own way (JSON, SSE, ChatKit, Gradio); none of them talks to the SDK directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import openai
+from agents import Agent, FunctionTool, ModelSettings, RunConfig, Runner, TResponseInputItem
+from agents.exceptions import AgentsException, MaxTurnsExceeded, ModelBehaviorError
+from agents.items import ItemHelpers, MessageOutputItem, ToolCallItem
+from agents.models.interface import Model
+from agents.tool_context import ToolContext
+
+from backend import tools
+from backend.models import Message
+
+# ---------------------------------------------------------------- events
+
+
+@dataclass(frozen=True)
+class ToolCallRecord:
+    """One executed tool call, as the contract returns it and the database stores it."""
+
+    name: str
+    arguments: dict[str, Any]
+    result: tools.ToolResult
+    duration_ms: float = 0.0
+
+    @property
+    def is_error(self) -> bool:
+        return isinstance(self.result, dict) and "error" in self.result
+
+    def public(self) -> dict[str, Any]:
+        return {"name": self.name, "arguments": self.arguments, "result": self.result}
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True)
+class ToolCallStarted:
+    call_id: str
+    name: str
+    arguments: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ToolCallFinished:
+    call_id: str
+    call: ToolCallRecord
+
+
+@dataclass(frozen=True)
+class FinalReply:
+    text: str
+    tool_calls: list[ToolCallRecord]
+    usage: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AgentFailure:
+    """The turn could not finish; `tool_calls` are the calls that did run (their effects are real)."""
+
+    code: str  # model_error | model_timeout
+    message: str
+    tool_calls: list[ToolCallRecord] = field(default_factory=list)
+
+
+AgentEvent = TextDelta | ToolCallStarted | ToolCallFinished | FinalReply | AgentFailure
+
+
+# ---------------------------------------------------------------- run state
+
+
+@dataclass
+class TurnState:
+    """The run context the SDK hands to tools; the model never sees it."""
+
+    tool_context: tools.ToolRunContext
+    calls: dict[str, ToolCallRecord] = field(default_factory=dict)
+
+
+def _sdk_tool(tool: tools.TodoTool) -> FunctionTool:
+    async def on_invoke(ctx: ToolContext[TurnState], raw_arguments: str) -> str:
+        arguments = tools.parse_arguments(raw_arguments)
+        started = time.perf_counter()
+        result = await anyio.to_thread.run_sync(tools.invoke, ctx.context.tool_context, tool.name, arguments)
+        ctx.context.calls[ctx.tool_call_id] = ToolCallRecord(
+            name=tool.name,
+            arguments=arguments if arguments is not None else {"_raw": raw_arguments},
+            result=result,
+            duration_ms=(time.perf_counter() - started) * 1000,
+        )
+        return json.dumps(result, ensure_ascii=False, default=str)
+
+    return FunctionTool(
+        name=tool.name,
+        description=tool.description,
+        params_json_schema=tool.parameters_schema(),
+        on_invoke_tool=on_invoke,
+        strict_json_schema=False,
+    )
+
+
+SDK_TOOLS: list[FunctionTool] = [_sdk_tool(tool) for tool in tools.TOOLS]
+
+
+def history_items(messages: Sequence[Message]) -> list[TResponseInputItem]:
+    """Stored messages as model input; past tool calls are replayed so "mark it done" can find "it"."""
+    items: list[TResponseInputItem] = []
+    for message in messages:
+        if message.role == "user":
+            items.append({"role": "user", "content": message.content})
+            continue
+        for index, call in enumerate(message.tool_calls or []):
+            call_id = f"call_{message.id}_{index}"
+            items.append(
+                {
+                    "type": "function_call",
+                    "call_id": call_id,
+                    "name": call["name"],
+                    "arguments": json.dumps(call.get("arguments") or {}, ensure_ascii=False),
+                }
+            )
+            items.append(
+                {
+                    "type": "function_call_output",
+                    "call_id": call_id,
+                    "output": json.dumps(call.get("result"), ensure_ascii=False, default=str),
+                }
+            )
+        if message.content:
+            items.append({"role": "assistant", "content": message.content})
+    return items
+
+
+# ---------------------------------------------------------------- the agent
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    instructions: str
+    temperature: float = 0.0
+    seed: int | None = 42
+    max_output_tokens: int = 512
+    max_turns: int = 6
+    timeout: float = 90.0
+
+
+class TodoAgent:
+    """An agent definition plus the model it runs on; holds no per-conversation state."""
+
+    def __init__(self, model: Model, config: AgentConfig) -> None:
+        self.model = model
+        self.config = config
+        extra = {"seed": config.seed} if config.seed is not None else None
+        self._agent = Agent[TurnState](
+            name="todo-assistant",
+            instructions=config.instructions,
+            tools=list(SDK_TOOLS),
+            model=model,
+            model_settings=ModelSettings(
+                temperature=config.temperature, max_tokens=config.max_output_tokens, extra_args=extra
+            ),
+        )
+
+    async def stream(
+        self, *, context: tools.ToolRunContext, history: list[TResponseInputItem], message: str
+    ) -> AsyncIterator[AgentEvent]:
+        """Run one turn; always ends with exactly one FinalReply or AgentFailure."""
+        state = TurnState(tool_context=context)
+        items: list[TResponseInputItem] = [*history, {"role": "user", "content": message}]
+        result = Runner.run_streamed(
+            self._agent,
+            items,
+            context=state,
+            max_turns=self.config.max_turns,
+            run_config=RunConfig(tracing_disabled=True),
+        )
+        texts: list[str] = []
+        current: list[str] = []
+        finished: set[str] = set()
+        failure: AgentFailure | None = None
+        try:
+            async with asyncio.timeout(self.config.timeout):
+                async for event in result.stream_events():
+                    if event.type == "raw_response_event":
+                        if event.data.type == "response.output_text.delta" and event.data.delta:
+                            if not current and texts:
+                                yield TextDelta("\n\n")
+                            current.append(event.data.delta)
+                            yield TextDelta(event.data.delta)
+                    elif event.type == "run_item_stream_event":
+                        item = event.item
+                        if event.name == "tool_called" and isinstance(item, ToolCallItem):
+                            raw = item.raw_item
+                            call_id = str(getattr(raw, "call_id", "") or "")
+                            args = tools.parse_arguments(getattr(raw, "arguments", None)) or {}
+                            yield ToolCallStarted(call_id, str(getattr(raw, "name", "")), args)
+                        elif event.name == "tool_output":
+                            raw_out = item.raw_item
+                            call_id = str(
+                                raw_out.get("call_id") if isinstance(raw_out, dict) else getattr(raw_out, "call_id", "")
+                            )
+                            record = state.calls.get(call_id)
+                            if record is not None and call_id not in finished:
+                                finished.add(call_id)
+                                yield ToolCallFinished(call_id, record)
+                        elif event.name == "message_output_created" and isinstance(item, MessageOutputItem):
+                            text = ItemHelpers.text_message_output(item)
+                            if text:
+                                texts.append(text)
+                            current = []
+        except TimeoutError:
+            result.cancel()
+            failure = AgentFailure("model_timeout", f"The model did not answer within {self.config.timeout:g} s.")
+        except MaxTurnsExceeded:
+            failure = AgentFailure(
+                "model_error", f"The assistant did not finish within {self.config.max_turns} steps."
+            )
+        except openai.APITimeoutError:
+            failure = AgentFailure("model_timeout", "The model endpoint timed out.")
+        except openai.APIConnectionError:
+            failure = AgentFailure("model_error", "The model endpoint could not be reached.")
+        except openai.APIStatusError as exc:
+            failure = AgentFailure("model_error", f"The model endpoint answered HTTP {exc.status_code}.")
+        except (ModelBehaviorError, AgentsException, openai.OpenAIError, ValueError, KeyError) as exc:
+            failure = AgentFailure("model_error", f"The model returned an unusable answer ({type(exc).__name__}).")
+        calls = [state.calls[key] for key in state.calls]
+        if failure is not None:
+            yield AgentFailure(failure.code, failure.message, calls)
+            return
+        usage = result.context_wrapper.usage
+        yield FinalReply(
+            text="\n\n".join(texts).strip() or _fallback_reply(calls),
+            tool_calls=calls,
+            usage={"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens},
+        )
+
+
+def _fallback_reply(calls: list[ToolCallRecord]) -> str:
+    """A model that ends a turn with no text still owes the user a sentence."""
+    return "Done." if calls and not calls[-1].is_error else "Sorry, I could not do that."

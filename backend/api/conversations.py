@@ -1,0 +1,55 @@
+"""Conversations: list, read, delete. Another user's conversation answers exactly like a missing one."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+
+from backend import crud
+from backend.deps import PathUser, SessionDep
+from backend.errors import ApiError
+from backend.models import Conversation, ConversationDetail, ConversationPublic, MessagePublic
+
+router = APIRouter(prefix="/api/{user_id}/conversations", tags=["conversations"])
+
+
+def conversation_not_found() -> ApiError:
+    return ApiError(404, "not_found", "Conversation not found.")
+
+
+def owned_conversation(session: SessionDep, user: str, conversation_id: int) -> Conversation:
+    conversation = crud.get_conversation(session, user_id=user, conversation_id=conversation_id)
+    if conversation is None:
+        raise conversation_not_found()
+    return conversation
+
+
+@router.get("", response_model=list[ConversationPublic])
+def list_conversations(
+    user: PathUser,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[Conversation]:
+    """Newest first."""
+    return list(crud.list_conversations(session, user_id=user, limit=limit, offset=offset))
+
+
+@router.get("/{conversation_id}", response_model=ConversationDetail)
+def read_conversation(user: PathUser, session: SessionDep, conversation_id: int) -> ConversationDetail:
+    """The conversation with its messages, oldest first."""
+    conversation = owned_conversation(session, user, conversation_id)
+    assert conversation.id is not None
+    messages = crud.list_messages(session, conversation_id=conversation.id)
+    return ConversationDetail(
+        **ConversationPublic.model_validate(conversation).model_dump(),
+        messages=[MessagePublic.model_validate(m) for m in messages],
+    )
+
+
+@router.delete("/{conversation_id}", status_code=204)
+def delete_conversation(user: PathUser, session: SessionDep, conversation_id: int) -> Response:
+    conversation = owned_conversation(session, user, conversation_id)
+    crud.delete_conversation(session, conversation=conversation)
+    return Response(status_code=204)

@@ -1,0 +1,55 @@
+"""Tasks REST: the same data functions the agent's tools use. Another user's task answers like a missing one."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+
+from backend import crud
+from backend.deps import PathUser, SessionDep
+from backend.errors import ApiError
+from backend.models import Task, TaskCreate, TaskPublic, TaskStatus, TaskUpdate
+
+router = APIRouter(prefix="/api/{user_id}/tasks", tags=["tasks"])
+
+
+def owned_task(session: SessionDep, user: str, task_id: int) -> Task:
+    task = crud.get_task(session, user_id=user, task_id=task_id)
+    if task is None:
+        raise ApiError(404, "not_found", "Task not found.")
+    return task
+
+
+@router.get("", response_model=list[TaskPublic])
+def list_tasks(
+    user: PathUser, session: SessionDep, status: Annotated[TaskStatus, Query()] = "all"
+) -> list[Task]:
+    """Oldest first."""
+    return list(crud.list_tasks(session, user_id=user, status=status))
+
+
+@router.post("", response_model=TaskPublic, status_code=201)
+def create_task(user: PathUser, session: SessionDep, task_in: TaskCreate) -> Task:
+    return crud.create_task(session, user_id=user, task_in=task_in)
+
+
+@router.get("/{task_id}", response_model=TaskPublic)
+def read_task(user: PathUser, session: SessionDep, task_id: int) -> Task:
+    return owned_task(session, user, task_id)
+
+
+@router.patch("/{task_id}", response_model=TaskPublic)
+def update_task(user: PathUser, session: SessionDep, task_id: int, task_in: TaskUpdate) -> Task:
+    """Any of title, description, completed; `description: null` clears it, `title: null` is refused."""
+    for field in ("title", "completed"):
+        if field in task_in.model_fields_set and getattr(task_in, field) is None:
+            raise ApiError(422, "validation_error", f"{field} cannot be null")
+    task = owned_task(session, user, task_id)
+    return crud.update_task(session, task=task, task_in=task_in)
+
+
+@router.delete("/{task_id}", status_code=204)
+def delete_task(user: PathUser, session: SessionDep, task_id: int) -> Response:
+    crud.delete_task(session, task=owned_task(session, user, task_id))
+    return Response(status_code=204)

@@ -1,0 +1,202 @@
+"""The chat service: the only place a turn happens.
+
+A turn is stateless (DESIGN.md, "The stateless turn"): load a bounded window of history from the database, store the
+user message, run the agent, store the reply with its tool calls. A lease row on the conversation serialises turns
+across workers. Every door (JSON, SSE, ChatKit, playground, evals) goes through `ChatService`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from agents import TResponseInputItem
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlmodel import Session
+
+from backend import crud
+from backend.agent import AgentEvent, AgentFailure, FinalReply, TodoAgent, ToolCallRecord, history_items
+from backend.errors import ApiError
+from backend.models import MESSAGE_MAX
+from backend.tools import ToolRunContext
+
+# How long a turn may hold its conversation before another worker may assume it crashed.
+LEASE_MARGIN_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class OpenTurn:
+    """A turn whose user message is stored and whose conversation is leased to it."""
+
+    user_id: str
+    conversation_id: int
+    message: str
+    history: list[TResponseInputItem]
+    user_message_id: int
+
+
+@dataclass
+class TurnResult:
+    conversation_id: int
+    response: str
+    tool_calls: list[ToolCallRecord] = field(default_factory=list)
+    usage: dict[str, int] = field(default_factory=dict)
+    assistant_message_id: int | None = None
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "conversation_id": self.conversation_id,
+            "response": self.response,
+            "tool_calls": [call.public() for call in self.tool_calls],
+        }
+
+
+MODEL_ERROR_STATUS = {"model_error": 502, "model_timeout": 504}
+
+
+def database_unavailable() -> ApiError:
+    return ApiError(503, "database_unavailable", "The database is unavailable; try again shortly.")
+
+
+class ChatService:
+    def __init__(self, engine: Engine, agent: TodoAgent, *, history_window: int = 20) -> None:
+        self.engine = engine
+        self.agent = agent
+        self.history_window = history_window
+
+    # ------------------------------------------------------------ opening a turn
+    async def open_turn(self, *, user_id: str, message: str, conversation_id: int | None) -> OpenTurn:
+        """Validate, lease the conversation and store the user message; raises ApiError (404/409/422/503)."""
+        if not message.strip():
+            raise ApiError(422, "validation_error", "message must not be blank")
+        if len(message) > MESSAGE_MAX:
+            raise ApiError(422, "validation_error", f"message must be at most {MESSAGE_MAX} characters")
+        try:
+            return await anyio.to_thread.run_sync(self._open_turn_sync, user_id, message, conversation_id)
+        except (OperationalError, DBAPIError) as exc:
+            raise database_unavailable() from exc
+
+    def _open_turn_sync(self, user_id: str, message: str, conversation_id: int | None) -> OpenTurn:
+        lease_seconds = self.agent.config.timeout + LEASE_MARGIN_SECONDS
+        with Session(self.engine, expire_on_commit=False) as session:
+            if conversation_id is None:
+                conversation = crud.create_conversation(session, user_id=user_id, title=message)
+                assert conversation.id is not None
+                crud.acquire_turn_lease(session, conversation_id=conversation.id, seconds=lease_seconds)
+                window = []
+            else:
+                existing = crud.get_conversation(session, user_id=user_id, conversation_id=conversation_id)
+                if existing is None:
+                    raise ApiError(404, "not_found", "Conversation not found.")
+                if not crud.acquire_turn_lease(session, conversation_id=conversation_id, seconds=lease_seconds):
+                    raise ApiError(409, "conflict", "A turn is already running on this conversation.")
+                conversation = existing
+                assert conversation.id is not None
+                window = crud.recent_messages(session, conversation_id=conversation.id, limit=self.history_window)
+            try:
+                stored = crud.add_message(
+                    session, user_id=user_id, conversation_id=conversation.id, role="user", content=message
+                )
+            except Exception:
+                crud.release_turn_lease(session, conversation_id=conversation.id)
+                raise
+            assert stored.id is not None
+            return OpenTurn(user_id, conversation.id, message, history_items(window), stored.id)
+
+    # ------------------------------------------------------------ running it
+    async def events(self, turn: OpenTurn, *, agent: TodoAgent | None = None) -> AsyncIterator[AgentEvent]:
+        """Run the agent and persist its outcome; the last event is a FinalReply or an AgentFailure.
+
+        The reply (or, on failure, the tool calls that did run) is stored before the last event is yielded, and the
+        lease is released whatever happens, so a client that sees the end can immediately start the next turn.
+        """
+        runner = agent or self.agent
+        context = ToolRunContext(user_id=turn.user_id, engine=self.engine)
+        try:
+            async for event in runner.stream(context=context, history=turn.history, message=turn.message):
+                if isinstance(event, FinalReply):
+                    await self._store_reply(turn, event.text, event.tool_calls)
+                elif isinstance(event, AgentFailure) and event.tool_calls:
+                    # The calls changed real data: keep them in the conversation so the next turn knows.
+                    await self._store_reply(turn, "", event.tool_calls)
+                yield event
+        finally:
+            with contextlib.suppress(Exception):
+                await anyio.to_thread.run_sync(self._release, turn.conversation_id)
+
+    async def _store_reply(self, turn: OpenTurn, text: str, calls: list[ToolCallRecord]) -> None:
+        def store() -> None:
+            with Session(self.engine) as session:
+                crud.add_message(
+                    session,
+                    user_id=turn.user_id,
+                    conversation_id=turn.conversation_id,
+                    role="assistant",
+                    content=text,
+                    tool_calls=[call.public() for call in calls] or None,
+                )
+
+        try:
+            await anyio.to_thread.run_sync(store)
+        except (OperationalError, DBAPIError) as exc:
+            raise database_unavailable() from exc
+
+    def _release(self, conversation_id: int) -> None:
+        with Session(self.engine) as session:
+            crud.release_turn_lease(session, conversation_id=conversation_id)
+
+    async def run(self, *, user_id: str, message: str, conversation_id: int | None) -> TurnResult:
+        """One whole turn for the JSON door."""
+        turn = await self.open_turn(user_id=user_id, message=message, conversation_id=conversation_id)
+        return await collect(turn, self.events(turn))
+
+
+async def collect(turn: OpenTurn, events: AsyncIterator[AgentEvent]) -> TurnResult:
+    """Drain a turn's events into its result; a failure becomes the ApiError the doors return."""
+    async for event in events:
+        if isinstance(event, FinalReply):
+            return TurnResult(turn.conversation_id, event.text, event.tool_calls, event.usage)
+        if isinstance(event, AgentFailure):
+            raise ApiError(
+                MODEL_ERROR_STATUS.get(event.code, 502),
+                event.code,
+                event.message,
+                details={"conversation_id": turn.conversation_id},
+            )
+    raise ApiError(502, "model_error", "The turn ended without a reply.")
+
+
+async def detached(events: AsyncIterator[AgentEvent]) -> AsyncIterator[AgentEvent]:
+    """Run a turn in its own task: a client that goes away mid-stream does not cut the turn short.
+
+    The turn finishes, stores its reply and releases its lease even when nobody is listening any more.
+    """
+    queue: asyncio.Queue[AgentEvent | BaseException | None] = asyncio.Queue()
+
+    async def produce() -> None:
+        try:
+            async for event in events:
+                await queue.put(event)
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            await queue.put(exc)
+        else:
+            await queue.put(None)
+
+    task = asyncio.create_task(produce())
+    _BACKGROUND.add(task)
+    task.add_done_callback(_BACKGROUND.discard)
+    while True:
+        item = await queue.get()
+        if item is None:
+            return
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
+_BACKGROUND: set[asyncio.Task[None]] = set()

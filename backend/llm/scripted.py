@@ -1,0 +1,160 @@
+"""A scripted OpenAI-compatible model server: the fake at the model boundary.
+
+Tests, benchmarks and eval self-tests drive the real agent code path (OpenAI client, Agents SDK, Chat Completions
+wire format) against this server, either in-process through `httpx.ASGITransport` or served by uvicorn. Each answer
+comes from a responder: a function from the request body to a reply, so a script can be a fixed list of steps or a
+deterministic policy (`rule_based_responder`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+
+from backend.llm.openai_compat import completion, stream_chunks, tool_call
+
+
+@dataclass
+class Reply:
+    """What the fake model answers: text, tool calls, or a fault."""
+
+    text: str | None = None
+    calls: list[tuple[str, dict[str, Any] | str]] = field(default_factory=list)
+    status: int = 200  # a fault: answer this HTTP status
+    delay: float = 0.0  # seconds to wait before answering
+    drop: bool = False  # a fault: the body is not JSON at all
+
+
+Responder = Callable[[dict[str, Any]], Reply]
+
+
+def script(replies: Iterable[Reply | str], *, then: Responder | None = None) -> Responder:
+    """A responder that plays `replies` in order (a str is a plain text reply), then defers to `then`."""
+    queue = [Reply(text=r) if isinstance(r, str) else r for r in replies]
+
+    def respond(request: dict[str, Any]) -> Reply:
+        if queue:
+            return queue.pop(0)
+        if then is not None:
+            return then(request)
+        return Reply(text="(script exhausted)")
+
+    return respond
+
+
+def create_scripted_app(responder: Responder, *, model_name: str = "scripted") -> FastAPI:
+    app = FastAPI(title="scripted model")
+    app.state.requests = []  # every request body, for assertions
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {"object": "list", "data": [{"id": model_name, "object": "model", "owned_by": "tests"}]}
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Any:
+        body = await request.json()
+        app.state.requests.append(body)
+        reply = responder(body)
+        if reply.delay:
+            await asyncio.sleep(reply.delay)
+        if reply.status != 200:
+            return JSONResponse(status_code=reply.status, content={"error": {"message": "scripted fault"}})
+        if reply.drop:
+            return PlainTextResponse("<html>bad gateway</html>", media_type="application/json")
+        done = completion(
+            model=body.get("model", model_name),
+            content=reply.text,
+            tool_calls=[tool_call(name, args) for name, args in reply.calls] or None,
+            usage={"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+        )
+        if body.get("stream"):
+            return StreamingResponse(stream_chunks(done), media_type="text/event-stream")
+        return done
+
+    return app
+
+
+def asgi_http_client(app: FastAPI) -> httpx.AsyncClient:
+    """An httpx client that reaches `app` in-process: the OpenAI client speaks real HTTP to it, no socket."""
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://scripted.test")
+
+
+# ---------------------------------------------------------------- a deterministic todo policy
+
+_QUOTED = re.compile(r"['\"“‘](.+?)['\"”’]")
+
+
+def last_user_text(request: dict[str, Any]) -> str:
+    for message in reversed(request.get("messages", [])):
+        if message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, list):
+                return " ".join(part.get("text", "") for part in content if isinstance(part, dict))
+            return str(content or "")
+    return ""
+
+
+def _tool_results_since_user(request: dict[str, Any]) -> list[Any]:
+    results: list[Any] = []
+    for message in reversed(request.get("messages", [])):
+        if message.get("role") == "user":
+            break
+        if message.get("role") == "tool":
+            try:
+                results.append(json.loads(message.get("content") or "null"))
+            except ValueError:
+                results.append(message.get("content"))
+    return list(reversed(results))
+
+
+def _title(text: str) -> str:
+    text = text.strip().rstrip(".!?")
+    return text[:1].upper() + text[1:]
+
+
+def rule_based_responder(request: dict[str, Any]) -> Reply:
+    """Answer the reference requests of DESIGN.md the way a good model would, instantly and deterministically."""
+    results = _tool_results_since_user(request)
+    if results:
+        return Reply(text=_confirmation(results[-1]))
+    text = last_user_text(request)
+    lower = text.lower()
+    number = re.search(r"\btask\s*#?(\d+)", lower)
+    quoted = _QUOTED.search(text)
+    if number and re.search(r"\b(complete|done|finish)", lower):
+        return Reply(calls=[("complete_task", {"task_id": int(number.group(1))})])
+    if number and re.search(r"\b(delete|remove)", lower):
+        return Reply(calls=[("delete_task", {"task_id": int(number.group(1))})])
+    if number and re.search(r"\b(change|rename|update)", lower) and quoted:
+        return Reply(calls=[("update_task", {"task_id": int(number.group(1)), "title": quoted.group(1)})])
+    add = re.search(r"(?:add a task to|add|remember to|remind me to)\s+(.+)", text, re.IGNORECASE)
+    if add:
+        return Reply(calls=[("add_task", {"title": _title(add.group(1))})])
+    if "pending" in lower or "left" in lower:
+        return Reply(calls=[("list_tasks", {"status": "pending"})])
+    if "completed" in lower or "done" in lower:
+        return Reply(calls=[("list_tasks", {"status": "completed"})])
+    if re.search(r"\b(show|list|tasks)\b", lower):
+        return Reply(calls=[("list_tasks", {"status": "all"})])
+    return Reply(text="Hi! I can add, list, complete, update and delete your tasks.")
+
+
+def _confirmation(result: Any) -> str:
+    if isinstance(result, list):
+        if not result:
+            return "You have no tasks there."
+        lines = [f"{t['id']}. {t['title']}{' (done)' if t.get('completed') else ''}" for t in result]
+        return "Here are your tasks:\n" + "\n".join(lines)
+    if isinstance(result, dict) and "error" in result:
+        return f"Sorry: {result['error'].get('message', 'that did not work')}"
+    if isinstance(result, dict):
+        return f"Done: '{result.get('title')}' is {result.get('status')}."
+    return "Done."

@@ -1,0 +1,84 @@
+"""The app factory: settings, engine, auth and the chat service are built here, never at import time."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from agents import set_tracing_disabled
+from agents.models.interface import Model
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from backend import __version__, db
+from backend.agent import AgentConfig, TodoAgent
+from backend.api import chat, conversations, health, tasks
+from backend.auth import TokenVerifier
+from backend.chat import ChatService
+from backend.errors import install_error_handlers
+from backend.llm.provider import build_client, build_model, model_reachable
+from backend.prompts import load_prompt
+from backend.settings import Settings, get_settings
+
+log = logging.getLogger("todo_agent")
+
+
+def agent_config(settings: Settings, instructions: str) -> AgentConfig:
+    return AgentConfig(
+        instructions=instructions,
+        temperature=settings.temperature,
+        seed=settings.seed,
+        max_output_tokens=settings.max_output_tokens,
+        max_turns=settings.max_agent_turns,
+        timeout=settings.model_timeout,
+    )
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    model: Model | None = None,
+    model_check: Callable[[], Awaitable[bool]] | None = None,
+    migrate: bool = True,
+) -> FastAPI:
+    """Build the service. `model` replaces the configured one (tests put a scripted model here)."""
+    settings = settings or get_settings()
+    set_tracing_disabled(True)  # offline by default; nothing leaves the machine unless configured
+    engine = db.build_engine(settings)
+    instructions = load_prompt(settings.system_prompt_file)
+    agent = TodoAgent(model or build_model(settings), agent_config(settings, instructions))
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if migrate:
+            db.upgrade(engine)
+        yield
+        engine.dispose()
+
+    app = FastAPI(
+        title="todo-agent",
+        version=__version__,
+        description="Chat backend for a tool-using todo assistant.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.verifier = TokenVerifier(settings)
+    app.state.system_prompt = instructions
+    app.state.agent = agent
+    app.state.chat = ChatService(engine, agent, history_window=settings.history_window)
+    client = build_client(settings)
+    app.state.model_check = model_check or (lambda: model_reachable(settings, client))
+
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins,
+        allow_credentials=True,
+        allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type", "Accept"],
+    )
+    install_error_handlers(app)
+    for module in (health, chat, conversations, tasks):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,117 @@
+"""Tables and API schemas: one model family per entity (Base / Create / Update / table / Public)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import ConfigDict, field_validator
+from sqlalchemy import JSON, Column, Index
+from sqlmodel import Field, SQLModel
+
+TITLE_MAX = 200
+DESCRIPTION_MAX = 1000
+MESSAGE_MAX = 4000
+USER_ID_MAX = 128
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+# ---------------------------------------------------------------- tasks
+class TaskBase(SQLModel):
+    title: str = Field(min_length=1, max_length=TITLE_MAX)
+    description: str | None = Field(default=None, max_length=DESCRIPTION_MAX)
+
+    @field_validator("title", mode="before")
+    @classmethod
+    def _strip_title(cls, value: object) -> object:
+        return value.strip() if isinstance(value, str) else value
+
+
+class TaskCreate(TaskBase):
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+
+class TaskUpdate(SQLModel):
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    title: str | None = Field(default=None, min_length=1, max_length=TITLE_MAX)
+    description: str | None = Field(default=None, max_length=DESCRIPTION_MAX)
+    completed: bool | None = None
+
+    @field_validator("title", mode="before")
+    @classmethod
+    def _strip_title(cls, value: object) -> object:
+        return value.strip() if isinstance(value, str) else value
+
+
+class Task(TaskBase, table=True):
+    __tablename__ = "task"
+    __table_args__ = (Index("ix_task_user_completed", "user_id", "completed"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: str = Field(index=True, max_length=USER_ID_MAX)
+    completed: bool = False
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class TaskPublic(TaskBase):
+    id: int
+    completed: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+TaskStatus = Literal["all", "pending", "completed"]
+
+
+# ---------------------------------------------------------------- conversations and messages
+class Conversation(SQLModel, table=True):
+    __tablename__ = "conversation"
+    __table_args__ = (Index("ix_conversation_user_updated", "user_id", "updated_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: str = Field(index=True, max_length=USER_ID_MAX)
+    title: str = Field(default="New conversation", max_length=TITLE_MAX)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    # A turn in progress holds this lease (any worker can see it); an expired lease is free again.
+    turn_lease_until: datetime | None = Field(default=None)
+
+
+class ConversationPublic(SQLModel):
+    id: int
+    title: str
+    created_at: datetime
+    updated_at: datetime
+
+
+Role = Literal["user", "assistant"]
+
+
+class Message(SQLModel, table=True):
+    __tablename__ = "message"
+    __table_args__ = (Index("ix_message_conversation_id_id", "conversation_id", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: str = Field(index=True, max_length=USER_ID_MAX)
+    conversation_id: int = Field(foreign_key="conversation.id", ondelete="CASCADE")
+    role: str = Field(max_length=16)
+    content: str
+    tool_calls: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class MessagePublic(SQLModel):
+    id: int
+    role: str
+    content: str
+    tool_calls: list[dict[str, Any]] | None
+    created_at: datetime
+
+
+class ConversationDetail(ConversationPublic):
+    messages: list[MessagePublic]

@@ -1,0 +1,187 @@
+"""The five todo tools, defined once.
+
+Each tool is a pydantic argument model (its JSON schema is what the model and MCP clients see) plus a plain function
+over the data layer. The user id is never an argument: it comes from `ToolRunContext`, which the caller builds from
+the verified token. Expected failures (unknown id, invalid title) are results of the form
+`{"error": {"code", "message"}}` so the model can recover and tell the user.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from backend import crud
+from backend.models import DESCRIPTION_MAX, TITLE_MAX, TaskCreate, TaskUpdate
+
+ToolResult = dict[str, Any] | list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class ToolRunContext:
+    """What a tool needs that the model must never supply."""
+
+    user_id: str
+    engine: Engine
+
+
+def _blank_to_none(value: object) -> object:
+    """Small models fill optional arguments with "" or "null"; both mean "leave unchanged"."""
+    if isinstance(value, str) and value.strip().lower() in ("", "null", "none"):
+        return None
+    return value
+
+
+class _Args(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class AddTaskArgs(_Args):
+    title: str = Field(description="Short task title, e.g. 'Buy groceries'.", min_length=1, max_length=TITLE_MAX)
+    description: str | None = Field(
+        default=None, description="Optional details; only when the user gives some.", max_length=DESCRIPTION_MAX
+    )
+
+    _blank = field_validator("description", mode="before")(_blank_to_none)
+
+
+class ListTasksArgs(_Args):
+    status: Literal["all", "pending", "completed"] = Field(
+        default="all", description="Which tasks: 'all', 'pending' or 'completed'."
+    )
+
+    @field_validator("status", mode="before")
+    @classmethod
+    def _default_status(cls, value: object) -> object:
+        value = _blank_to_none(value)
+        return "all" if value is None else str(value).strip().lower()
+
+
+class TaskIdArgs(_Args):
+    task_id: int = Field(description="The task's id number, as shown by list_tasks.")
+
+
+class UpdateTaskArgs(TaskIdArgs):
+    title: str | None = Field(default=None, description="New title, if the user asks to rename it.", max_length=TITLE_MAX)
+    description: str | None = Field(
+        default=None, description="New description, if the user gives one.", max_length=DESCRIPTION_MAX
+    )
+
+    _blank = field_validator("title", "description", mode="before")(_blank_to_none)
+
+
+def _error(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message}}
+
+
+def _not_found(task_id: int) -> dict[str, Any]:
+    return _error("not_found", f"There is no task with id {task_id}.")
+
+
+def add_task(session: Session, user_id: str, args: AddTaskArgs) -> ToolResult:
+    task = crud.create_task(
+        session, user_id=user_id, task_in=TaskCreate(title=args.title, description=args.description)
+    )
+    return {"task_id": task.id, "status": "created", "title": task.title}
+
+
+def list_tasks(session: Session, user_id: str, args: ListTasksArgs) -> ToolResult:
+    tasks = crud.list_tasks(session, user_id=user_id, status=args.status)
+    return [{"id": t.id, "title": t.title, "description": t.description, "completed": t.completed} for t in tasks]
+
+
+def complete_task(session: Session, user_id: str, args: TaskIdArgs) -> ToolResult:
+    task = crud.get_task(session, user_id=user_id, task_id=args.task_id)
+    if task is None:
+        return _not_found(args.task_id)
+    if not task.completed:  # completing twice keeps it completed: never a toggle
+        task = crud.update_task(session, task=task, task_in=TaskUpdate(completed=True))
+    return {"task_id": task.id, "status": "completed", "title": task.title}
+
+
+def delete_task(session: Session, user_id: str, args: TaskIdArgs) -> ToolResult:
+    task = crud.get_task(session, user_id=user_id, task_id=args.task_id)
+    if task is None:
+        return _not_found(args.task_id)
+    title = task.title
+    crud.delete_task(session, task=task)
+    return {"task_id": args.task_id, "status": "deleted", "title": title}
+
+
+def update_task(session: Session, user_id: str, args: UpdateTaskArgs) -> ToolResult:
+    task = crud.get_task(session, user_id=user_id, task_id=args.task_id)
+    if task is None:
+        return _not_found(args.task_id)
+    changes = args.model_dump(include={"title", "description"}, exclude_none=True)
+    if changes:
+        task = crud.update_task(session, task=task, task_in=TaskUpdate(**changes))
+    return {"task_id": task.id, "status": "updated", "title": task.title}
+
+
+@dataclass(frozen=True)
+class TodoTool:
+    name: str
+    description: str
+    args_model: type[_Args]
+    run: Callable[[Session, str, Any], ToolResult]
+
+    def parameters_schema(self) -> dict[str, Any]:
+        schema = self.args_model.model_json_schema()
+        schema.pop("title", None)
+        for prop in schema.get("properties", {}).values():
+            prop.pop("title", None)
+            prop.pop("default", None) if prop.get("default") is None else None
+            # `anyOf [string, null]` confuses small models; an optional string is just a string here.
+            any_of = prop.pop("anyOf", None)
+            if any_of:
+                prop.update(next(s for s in any_of if s.get("type") != "null"))
+        schema["additionalProperties"] = False
+        return schema
+
+
+TOOLS: tuple[TodoTool, ...] = (
+    TodoTool("add_task", "Create a new task for the user.", AddTaskArgs, add_task),
+    TodoTool(
+        "list_tasks",
+        "List the user's tasks with their ids. Use it to find a task's id before acting on it by title.",
+        ListTasksArgs,
+        list_tasks,
+    ),
+    TodoTool("complete_task", "Mark a task as completed, by its id.", TaskIdArgs, complete_task),
+    TodoTool("delete_task", "Delete a task permanently, by its id.", TaskIdArgs, delete_task),
+    TodoTool("update_task", "Change a task's title and/or description, by its id.", UpdateTaskArgs, update_task),
+)
+TOOLS_BY_NAME = {tool.name: tool for tool in TOOLS}
+
+
+def parse_arguments(raw: str | dict[str, Any] | None) -> dict[str, Any] | None:
+    """Arguments as the model sent them, parsed; None when they are not a JSON object."""
+    if isinstance(raw, dict):
+        return raw
+    try:
+        value = json.loads(raw or "{}")
+    except (TypeError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def invoke(context: ToolRunContext, name: str, arguments: dict[str, Any] | None) -> ToolResult:
+    """Run one tool for the context's user; blocking (callers run it in a worker thread)."""
+    tool = TOOLS_BY_NAME.get(name)
+    if tool is None:
+        return _error("unknown_tool", f"There is no tool named {name!r}.")
+    if arguments is None:
+        return _error("invalid_arguments", "The arguments must be a JSON object.")
+    try:
+        args = tool.args_model.model_validate(arguments)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}" for e in exc.errors())
+        return _error("invalid_arguments", problems)
+    with Session(context.engine, expire_on_commit=False) as session:
+        return tool.run(session, context.user_id, args)

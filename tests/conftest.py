@@ -1,0 +1,166 @@
+"""Shared fixtures: real databases (SQLite file, and PostgreSQL when TEST_DATABASE_URL is set), the real ASGI app
+through httpx, and a scripted model at the model boundary."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from backend import db
+from backend.auth import mint_token
+from backend.llm.provider import build_model
+from backend.llm.scripted import Responder, asgi_http_client, create_scripted_app, rule_based_responder
+from backend.main import create_app
+from backend.settings import Settings
+
+os.environ.setdefault("DEEPEVAL_TELEMETRY_OPT_OUT", "1")
+os.environ.setdefault("DEEPEVAL_DISABLE_DOTENV", "1")
+
+TEST_SECRET = "test-secret-" + "x" * 40
+PG_URL = os.environ.get("TEST_DATABASE_URL")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--llm", action="store_true", help="also run the tests that use the real local model")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--llm"):
+        return
+    skip = pytest.mark.skip(reason="uses the real local model: run with --llm (make test-llm; .ci/run does)")
+    for item in items:
+        if "llm" in item.keywords:
+            item.add_marker(skip)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    where = f"PostgreSQL at {make_url(PG_URL).render_as_string(hide_password=True)}" if PG_URL else (
+        "PostgreSQL: SKIPPED (set TEST_DATABASE_URL to run the database tests on it too)"
+    )
+    return f"todo-agent: SQLite always; {where}; local-model tests {'on' if config.getoption('--llm') else 'off'}"
+
+
+# ---------------------------------------------------------------- databases
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A throwaway database on the PostgreSQL server named by TEST_DATABASE_URL, dropped at the end."""
+    if not PG_URL:
+        pytest.skip("PostgreSQL tests skipped: TEST_DATABASE_URL is not set")
+    server = make_url(db.normalise_url(PG_URL))
+    name = f"todo_agent_test_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'todo.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+def make_settings(tmp_path: Path, database_url: str | None = None, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "environment": "development",
+        "data_dir": tmp_path,
+        "database_url": database_url or f"sqlite:///{tmp_path / 'todo.db'}",
+        "better_auth_secret": TEST_SECRET,
+        "agent_model": "scripted",
+        "openai_base_url": "http://scripted.test/v1",
+        "openai_api_key": "test",
+        "model_timeout": 10.0,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+# ---------------------------------------------------------------- the app
+
+
+@dataclass
+class Harness:
+    """One app wired to one scripted model, and helpers to talk to it as some user."""
+
+    app: FastAPI
+    model_app: FastAPI
+    client: httpx.AsyncClient
+    settings: Settings
+
+    def token(self, user_id: str) -> str:
+        return mint_token(self.settings, user_id)
+
+    def auth(self, user_id: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(user_id)}"}
+
+    @property
+    def model_requests(self) -> list[dict[str, Any]]:
+        requests: list[dict[str, Any]] = self.model_app.state.requests
+        return requests
+
+    async def chat(self, user_id: str, message: str, conversation_id: int | None = None) -> httpx.Response:
+        body: dict[str, Any] = {"message": message}
+        if conversation_id is not None:
+            body["conversation_id"] = conversation_id
+        return await self.client.post(f"/api/{user_id}/chat", json=body, headers=self.auth(user_id))
+
+
+HarnessFactory = Callable[..., "AsyncIterator[Harness]"]
+
+
+@pytest.fixture
+async def make_harness(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+    """Build harnesses: `await make_harness(responder, database_url=..., **settings)`."""
+    opened: list[Harness] = []
+
+    async def build(
+        responder: Responder = rule_based_responder, *, database_url: str | None = None, **overrides: Any
+    ) -> Harness:
+        settings = make_settings(tmp_path, database_url, **overrides)
+        model_app = create_scripted_app(responder)
+        model = build_model(settings, http_client=asgi_http_client(model_app))
+
+        async def model_ok() -> bool:
+            return True
+
+        app = create_app(settings, model=model, model_check=model_ok, migrate=False)
+        db.upgrade(app.state.engine)
+        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver")
+        harness = Harness(app, model_app, client, settings)
+        opened.append(harness)
+        return harness
+
+    yield build
+    for harness in opened:
+        await harness.client.aclose()
+        harness.app.state.engine.dispose()
+
+
+@pytest.fixture
+async def harness(make_harness: Callable[..., Any], database_url: str) -> Harness:
+    """The default: rule-based scripted model, on each database."""
+    built: Harness = await make_harness(database_url=database_url)
+    return built
+
+
+def new_user() -> str:
+    return f"user-{uuid.uuid4().hex[:10]}"
