@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 
 from agents import set_tracing_disabled
 from agents.models.interface import Model
@@ -50,10 +50,14 @@ def create_app(
     agent = TodoAgent(model or build_model(settings), agent_config(settings, instructions))
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if migrate:
             db.upgrade(engine)
-        yield
+        async with AsyncExitStack() as stack:
+            # Doors that own background machinery (the MCP session manager) register their context here.
+            for start in app.state.lifespan_contexts:
+                await stack.enter_async_context(start())
+            yield
         engine.dispose()
 
     app = FastAPI(
@@ -63,6 +67,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.lifespan_contexts = []  # list[Callable[[], AbstractAsyncContextManager[None]]]
     app.state.engine = engine
     app.state.verifier = TokenVerifier(settings)
     app.state.system_prompt = instructions
@@ -81,4 +86,5 @@ def create_app(
     install_error_handlers(app)
     for module in (health, chat, conversations, tasks):
         app.include_router(module.router)
+    # doors: each door module mounts itself here (ChatKit, MCP, playground)
     return app
