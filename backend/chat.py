@@ -22,7 +22,7 @@ from sqlmodel import Session
 from backend import crud
 from backend.agent import AgentEvent, AgentFailure, FinalReply, TodoAgent, ToolCallRecord, history_items
 from backend.errors import ApiError
-from backend.models import MESSAGE_MAX
+from backend.models import MESSAGE_MAX, Message
 from backend.tools import ToolRunContext
 
 # How long a turn may hold its conversation before another worker may assume it crashed.
@@ -93,11 +93,15 @@ class ChatService:
                 existing = crud.get_conversation(session, user_id=user_id, conversation_id=conversation_id)
                 if existing is None:
                     raise ApiError(404, "not_found", "Conversation not found.")
-                if not crud.acquire_turn_lease(session, conversation_id=conversation_id, seconds=lease_seconds):
+                if not crud.acquire_turn_lease(
+                    session, conversation_id=conversation_id, seconds=lease_seconds
+                ):
                     raise ApiError(409, "conflict", "A turn is already running on this conversation.")
                 conversation = existing
                 assert conversation.id is not None
-                window = crud.recent_messages(session, conversation_id=conversation.id, limit=self.history_window)
+                window = crud.recent_messages(
+                    session, conversation_id=conversation.id, limit=self.history_window
+                )
             try:
                 stored = crud.add_message(
                     session, user_id=user_id, conversation_id=conversation.id, role="user", content=message
@@ -108,6 +112,53 @@ class ChatService:
             assert stored.id is not None
             return OpenTurn(user_id, conversation.id, message, history_items(window), stored.id)
 
+    async def reopen_turn(self, *, user_id: str, conversation_id: int, user_message_id: int) -> OpenTurn:
+        """Run the turn of a stored user message again (ChatKit's retry): the messages after it are dropped.
+
+        Raises ApiError 404 when the message is not a user message of the caller's conversation, 409 when a turn is
+        running, 503 when the database is down.
+        """
+        try:
+            return await anyio.to_thread.run_sync(
+                self._reopen_turn_sync, user_id, conversation_id, user_message_id
+            )
+        except (OperationalError, DBAPIError) as exc:
+            raise database_unavailable() from exc
+
+    def _reopen_turn_sync(self, user_id: str, conversation_id: int, user_message_id: int) -> OpenTurn:
+        lease_seconds = self.agent.config.timeout + LEASE_MARGIN_SECONDS
+        with Session(self.engine, expire_on_commit=False) as session:
+            conversation = crud.get_conversation(session, user_id=user_id, conversation_id=conversation_id)
+            message = session.get(Message, user_message_id)
+            if (
+                conversation is None
+                or message is None
+                or message.conversation_id != conversation_id
+                or message.role != "user"
+            ):
+                raise ApiError(404, "not_found", "Message not found.")
+            if not crud.acquire_turn_lease(session, conversation_id=conversation_id, seconds=lease_seconds):
+                raise ApiError(409, "conflict", "A turn is already running on this conversation.")
+            try:
+                # Under the lease: what followed the message goes, the window is what came before it.
+                for later in crud.list_messages(
+                    session, conversation_id=conversation_id, after_id=user_message_id
+                ):
+                    session.delete(later)
+                session.commit()
+                window = crud.list_messages(
+                    session,
+                    conversation_id=conversation_id,
+                    after_id=user_message_id,
+                    limit=self.history_window,
+                    newest_first=True,
+                )
+            except Exception:
+                crud.release_turn_lease(session, conversation_id=conversation_id)
+                raise
+            history = history_items(list(reversed(window)))
+            return OpenTurn(user_id, conversation_id, message.content, history, user_message_id)
+
     # ------------------------------------------------------------ running it
     async def events(self, turn: OpenTurn, *, agent: TodoAgent | None = None) -> AsyncIterator[AgentEvent]:
         """Run the agent and persist its outcome; the last event is a FinalReply or an AgentFailure.
@@ -117,17 +168,22 @@ class ChatService:
         """
         runner = agent or self.agent
         context = ToolRunContext(user_id=turn.user_id, engine=self.engine)
+        released = False
         try:
             async for event in runner.stream(context=context, history=turn.history, message=turn.message):
-                if isinstance(event, FinalReply):
-                    await self._store_reply(turn, event.text, event.tool_calls)
-                elif isinstance(event, AgentFailure) and event.tool_calls:
-                    # The calls changed real data: keep them in the conversation so the next turn knows.
-                    await self._store_reply(turn, "", event.tool_calls)
+                if isinstance(event, FinalReply | AgentFailure):
+                    try:
+                        if isinstance(event, FinalReply):
+                            await self._store_reply(turn, event.text, event.tool_calls)
+                        elif event.tool_calls:
+                            # The calls changed real data: keep them in the conversation so the next turn knows.
+                            await self._store_reply(turn, "", event.tool_calls)
+                    finally:
+                        released = await self._release(turn.conversation_id)
                 yield event
         finally:
-            with contextlib.suppress(Exception):
-                await anyio.to_thread.run_sync(self._release, turn.conversation_id)
+            if not released:  # cancelled or failed before the end: never leave the conversation locked
+                await self._release(turn.conversation_id)
 
     async def _store_reply(self, turn: OpenTurn, text: str, calls: list[ToolCallRecord]) -> None:
         def store() -> None:
@@ -146,9 +202,15 @@ class ChatService:
         except (OperationalError, DBAPIError) as exc:
             raise database_unavailable() from exc
 
-    def _release(self, conversation_id: int) -> None:
-        with Session(self.engine) as session:
-            crud.release_turn_lease(session, conversation_id=conversation_id)
+    async def _release(self, conversation_id: int) -> bool:
+        def release() -> None:
+            with Session(self.engine) as session:
+                crud.release_turn_lease(session, conversation_id=conversation_id)
+
+        # A database outage here must not mask the turn's outcome; the lease then simply expires.
+        with contextlib.suppress(Exception):
+            await anyio.to_thread.run_sync(release)
+        return True
 
     async def run(self, *, user_id: str, message: str, conversation_id: int | None) -> TurnResult:
         """One whole turn for the JSON door."""
@@ -158,6 +220,11 @@ class ChatService:
 
 async def collect(turn: OpenTurn, events: AsyncIterator[AgentEvent]) -> TurnResult:
     """Drain a turn's events into its result; a failure becomes the ApiError the doors return."""
+    async with contextlib.aclosing(events):  # type: ignore[type-var]
+        return await _collect(turn, events)
+
+
+async def _collect(turn: OpenTurn, events: AsyncIterator[AgentEvent]) -> TurnResult:
     async for event in events:
         if isinstance(event, FinalReply):
             return TurnResult(turn.conversation_id, event.text, event.tool_calls, event.usage)

@@ -158,3 +158,8 @@ def _confirmation(result: Any) -> str:
     if isinstance(result, dict):
         return f"Done: '{result.get('title')}' is {result.get('status')}."
     return "Done."
+
+
+def rule_based_app() -> FastAPI:
+    """`uvicorn --factory backend.llm.scripted:rule_based_app`: an instant fake model for benchmarks."""
+    return create_scripted_app(rule_based_responder)
