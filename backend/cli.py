@@ -40,6 +40,7 @@ def serve(
     import uvicorn
 
     from backend import db
+    from backend.observability import logging_config
 
     settings = get_settings()
     engine = db.build_engine(settings)
@@ -57,7 +58,7 @@ def serve(
         workers=None if reload else (workers or settings.workers),
         reload=reload,
         proxy_headers=True,
-        log_level="info",
+        log_config=logging_config(),
     )
 
 

@@ -12,6 +12,7 @@ from sqlmodel import Session
 from backend.auth import TokenVerifier, unauthorized
 from backend.chat import ChatService
 from backend.errors import ApiError
+from backend.ratelimit import RateLimiter, retry_after_header
 from backend.settings import Settings
 
 _bearer = HTTPBearer(auto_error=False, description="A Better Auth JWT")
@@ -58,3 +59,26 @@ def get_path_user(current: CurrentUser, user_id: Annotated[str, Path(max_length=
 
 
 PathUser = Annotated[str, Depends(get_path_user)]
+
+
+async def _limit(request: Request, user: str) -> str:
+    limiter: RateLimiter = request.app.state.rate_limiter
+    wait = await limiter.hit(user)
+    if wait is not None:
+        raise ApiError(
+            429, "rate_limited", "Too many chat turns; slow down.", headers=retry_after_header(wait)
+        )
+    return user
+
+
+async def get_limited_path_user(request: Request, user: PathUser) -> str:
+    """A turn costs model time: each user gets `RATE_LIMIT_PER_MINUTE` of them."""
+    return await _limit(request, user)
+
+
+async def get_limited_user(request: Request, user: CurrentUser) -> str:
+    return await _limit(request, user)
+
+
+LimitedPathUser = Annotated[str, Depends(get_limited_path_user)]
+LimitedUser = Annotated[str, Depends(get_limited_user)]

@@ -12,7 +12,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from backend.agent import AgentFailure, FinalReply, TextDelta, ToolCallFinished
 from backend.chat import ChatService, OpenTurn, TurnResult, collect, detached
-from backend.deps import ChatDep, CurrentUser, PathUser
+from backend.deps import ChatDep, LimitedPathUser, LimitedUser
 from backend.models import MESSAGE_MAX
 
 router = APIRouter(tags=["chat"])
@@ -71,7 +71,9 @@ async def sse_events(service: ChatService, turn: OpenTurn) -> AsyncIterator[Serv
 
 
 async def _chat(service: ChatService, user_id: str, body: ChatRequest, accept: str | None) -> Any:
-    turn = await service.open_turn(user_id=user_id, message=body.message, conversation_id=body.conversation_id)
+    turn = await service.open_turn(
+        user_id=user_id, message=body.message, conversation_id=body.conversation_id
+    )
     if wants_stream(accept):
         return EventSourceResponse(sse_events(service, turn), ping=15)
     result = await collect(turn, service.events(turn))
@@ -88,7 +90,7 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 
 @router.post("/api/{user_id}/chat", response_model=ChatResponse, responses=_RESPONSES)
 async def chat_as_path_user(
-    user: PathUser, body: ChatRequest, service: ChatDep, accept: Annotated[str | None, Header()] = None
+    user: LimitedPathUser, body: ChatRequest, service: ChatDep, accept: Annotated[str | None, Header()] = None
 ) -> Any:
     """Send a message; a new conversation is created when `conversation_id` is absent."""
     return await _chat(service, user, body, accept)
@@ -96,7 +98,7 @@ async def chat_as_path_user(
 
 @router.post("/api/chat", response_model=ChatResponse, responses=_RESPONSES)
 async def chat_as_token_user(
-    user: CurrentUser, body: ChatRequest, service: ChatDep, accept: Annotated[str | None, Header()] = None
+    user: LimitedUser, body: ChatRequest, service: ChatDep, accept: Annotated[str | None, Header()] = None
 ) -> Any:
     """The same turn, the user taken from the token (what a Next.js route in front of ChatKit calls)."""
     return await _chat(service, user, body, accept)
