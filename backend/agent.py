@@ -176,11 +176,19 @@ class TodoAgent:
         )
 
     async def stream(
-        self, *, context: tools.ToolRunContext, history: list[TResponseInputItem], message: str
+        self,
+        *,
+        context: tools.ToolRunContext,
+        history: list[TResponseInputItem],
+        message: str,
+        task_snapshot: str | None = None,
     ) -> AsyncIterator[AgentEvent]:
         """Run one turn; always ends with exactly one FinalReply or AgentFailure."""
         state = TurnState(tool_context=context)
-        items: list[TResponseInputItem] = [*history, {"role": "user", "content": message}]
+        items: list[TResponseInputItem] = list(history)
+        if task_snapshot:
+            items.append({"role": "system", "content": task_snapshot})
+        items.append({"role": "user", "content": message})
         result = Runner.run_streamed(
             self._agent,
             items,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from functools import partial
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +24,7 @@ from backend import crud
 from backend.agent import AgentEvent, AgentFailure, FinalReply, TodoAgent, ToolCallRecord, history_items
 from backend.errors import ApiError
 from backend.models import MESSAGE_MAX, Message
-from backend.tools import ToolRunContext
+from backend.tools import ToolRunContext, task_snapshot
 
 # How long a turn may hold its conversation before another worker may assume it crashed.
 LEASE_MARGIN_SECONDS = 30.0
@@ -64,10 +65,14 @@ def database_unavailable() -> ApiError:
 
 
 class ChatService:
-    def __init__(self, engine: Engine, agent: TodoAgent, *, history_window: int = 20) -> None:
+    def __init__(
+        self, engine: Engine, agent: TodoAgent, *, history_window: int = 20, task_context_limit: int = 50
+    ) -> None:
         self.engine = engine
         self.agent = agent
         self.history_window = history_window
+        # Tasks shown to the model before each turn (0: none, the model must call list_tasks).
+        self.task_context_limit = task_context_limit
 
     # ------------------------------------------------------------ opening a turn
     async def open_turn(self, *, user_id: str, message: str, conversation_id: int | None) -> OpenTurn:
@@ -170,7 +175,15 @@ class ChatService:
         context = ToolRunContext(user_id=turn.user_id, engine=self.engine)
         released = False
         try:
-            async for event in runner.stream(context=context, history=turn.history, message=turn.message):
+            snapshot = None
+            if self.task_context_limit > 0:
+                snapshot = await anyio.to_thread.run_sync(
+                    partial(task_snapshot, context, limit=self.task_context_limit)
+                )
+            stream = runner.stream(
+                context=context, history=turn.history, message=turn.message, task_snapshot=snapshot
+            )
+            async for event in stream:
                 if isinstance(event, FinalReply | AgentFailure):
                     try:
                         if isinstance(event, FinalReply):

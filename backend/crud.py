@@ -123,9 +123,7 @@ def acquire_turn_lease(session: Session, *, conversation_id: int, seconds: float
     result = session.execute(
         update(Conversation)
         .where(col(Conversation.id) == conversation_id)
-        .where(
-            (col(Conversation.turn_lease_until).is_(None)) | (col(Conversation.turn_lease_until) < now)
-        )
+        .where((col(Conversation.turn_lease_until).is_(None)) | (col(Conversation.turn_lease_until) < now))
         .values(turn_lease_until=now + timedelta(seconds=seconds))
     )
     session.commit()
@@ -178,12 +176,20 @@ def recent_messages(session: Session, *, conversation_id: int, limit: int) -> li
 
 
 def list_messages(
-    session: Session, *, conversation_id: int, after_id: int | None = None, limit: int | None = None,
+    session: Session,
+    *,
+    conversation_id: int,
+    after_id: int | None = None,
+    limit: int | None = None,
     newest_first: bool = False,
 ) -> Sequence[Message]:
     query = select(Message).where(Message.conversation_id == conversation_id)
     if after_id is not None:
-        query = query.where(col(Message.id) < after_id) if newest_first else query.where(col(Message.id) > after_id)
+        query = (
+            query.where(col(Message.id) < after_id)
+            if newest_first
+            else query.where(col(Message.id) > after_id)
+        )
     query = query.order_by(col(Message.id).desc() if newest_first else col(Message.id))
     if limit is not None:
         query = query.limit(limit)

@@ -63,7 +63,11 @@ def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = No
 def validation_details(errors: Any) -> list[dict[str, Any]]:
     """Pydantic errors without the offending input echoed back (it may be 4,000 characters or a secret)."""
     return [
-        {"loc": [str(part) for part in error.get("loc", ())], "msg": error.get("msg", ""), "type": error.get("type")}
+        {
+            "loc": [str(part) for part in error.get("loc", ())],
+            "msg": error.get("msg", ""),
+            "type": error.get("type"),
+        }
         for error in errors
     ]
 
@@ -90,7 +94,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DBAPIError)
     async def _database(_: Request, exc: Exception) -> JSONResponse:
         log.warning("database unavailable: %s", type(exc).__name__)
-        return _json(503, error_body("database_unavailable", "The database is unavailable; try again shortly."))
+        return _json(
+            503, error_body("database_unavailable", "The database is unavailable; try again shortly.")
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 from agents import set_tracing_disabled
 from agents.models.interface import Model
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from backend import __version__, db
+from backend import __version__, chatkit_door, db, mcp_server
 from backend.agent import AgentConfig, TodoAgent
 from backend.api import chat, conversations, health, tasks
 from backend.auth import TokenVerifier
 from backend.chat import ChatService
 from backend.errors import install_error_handlers
 from backend.llm.provider import build_client, build_model, model_reachable
+from backend.observability import RequestIdMiddleware
 from backend.prompts import load_prompt
+from backend.ratelimit import build_rate_limiter
 from backend.settings import Settings, get_settings
 
 log = logging.getLogger("todo_agent")
@@ -58,6 +60,7 @@ def create_app(
             for start in app.state.lifespan_contexts:
                 await stack.enter_async_context(start())
             yield
+        await app.state.rate_limiter.close()
         engine.dispose()
 
     app = FastAPI(
@@ -72,7 +75,10 @@ def create_app(
     app.state.verifier = TokenVerifier(settings)
     app.state.system_prompt = instructions
     app.state.agent = agent
-    app.state.chat = ChatService(engine, agent, history_window=settings.history_window)
+    app.state.chat = ChatService(
+        engine, agent, history_window=settings.history_window, task_context_limit=settings.task_context_limit
+    )
+    app.state.rate_limiter = build_rate_limiter(settings)
     client = build_client(settings)
     app.state.model_check = model_check or (lambda: model_reachable(settings, client))
 
@@ -81,10 +87,14 @@ def create_app(
         allow_origins=settings.cors_origins,
         allow_credentials=True,
         allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
-        allow_headers=["Authorization", "Content-Type", "Accept"],
+        allow_headers=["Authorization", "Content-Type", "Accept", "X-Request-ID"],
+        expose_headers=["X-Request-ID", "Retry-After"],
     )
+    app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
     for module in (health, chat, conversations, tasks):
         app.include_router(module.router)
     # doors: each door module mounts itself here (ChatKit, MCP, playground)
+    mcp_server.mount(app)  # /mcp: the tools for MCP clients
+    chatkit_door.mount(app)  # /chatkit: the ChatKit protocol; /chatkit/demo: the web component on it
     return app

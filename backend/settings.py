@@ -57,6 +57,7 @@ class Settings(BaseSettings):
 
     system_prompt_file: Path = DEFAULT_PROMPT_FILE
     history_window: int = 20
+    task_context_limit: int = 50  # tasks shown to the model before each turn; 0 = none
     model_timeout: float = 90.0
     max_agent_turns: int = 6
 
@@ -88,7 +89,9 @@ class Settings(BaseSettings):
                 "(placeholder secrets are refused)"
             )
         if self.playground_enabled and not (self.playground_username and self.playground_password):
-            raise ValueError("PLAYGROUND_ENABLED in production needs PLAYGROUND_USERNAME and PLAYGROUND_PASSWORD")
+            raise ValueError(
+                "PLAYGROUND_ENABLED in production needs PLAYGROUND_USERNAME and PLAYGROUND_PASSWORD"
+            )
         return self
 
     @property

@@ -44,8 +44,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    where = f"PostgreSQL at {make_url(PG_URL).render_as_string(hide_password=True)}" if PG_URL else (
-        "PostgreSQL: SKIPPED (set TEST_DATABASE_URL to run the database tests on it too)"
+    where = (
+        f"PostgreSQL at {make_url(PG_URL).render_as_string(hide_password=True)}"
+        if PG_URL
+        else ("PostgreSQL: SKIPPED (set TEST_DATABASE_URL to run the database tests on it too)")
     )
     return f"todo-agent: SQLite always; {where}; local-model tests {'on' if config.getoption('--llm') else 'off'}"
 

@@ -16,7 +16,11 @@ async def test_add_task_turn_creates_task_and_reports_the_call(harness: Harness)
     assert set(body) == {"conversation_id", "response", "tool_calls"}
     assert isinstance(body["conversation_id"], int)
     assert body["tool_calls"] == [
-        {"name": "add_task", "arguments": {"title": "Buy groceries"}, "result": body["tool_calls"][0]["result"]}
+        {
+            "name": "add_task",
+            "arguments": {"title": "Buy groceries"},
+            "result": body["tool_calls"][0]["result"],
+        }
     ]
     result = body["tool_calls"][0]["result"]
     assert result["status"] == "created" and result["title"] == "Buy groceries"
@@ -24,7 +28,9 @@ async def test_add_task_turn_creates_task_and_reports_the_call(harness: Harness)
     assert "Buy groceries" in body["response"]
 
     tasks = (await harness.client.get(f"/api/{user}/tasks", headers=harness.auth(user))).json()
-    assert [(t["id"], t["title"], t["completed"]) for t in tasks] == [(result["task_id"], "Buy groceries", False)]
+    assert [(t["id"], t["title"], t["completed"]) for t in tasks] == [
+        (result["task_id"], "Buy groceries", False)
+    ]
 
 
 async def test_conversation_resumes_with_history_and_stores_both_messages(harness: Harness) -> None:
@@ -57,7 +63,11 @@ async def test_complete_is_not_a_toggle_and_missing_task_is_a_tool_error(harness
     task_id = added["tool_calls"][0]["result"]["task_id"]
     for _ in range(2):
         done = (await harness.chat(user, f"Mark task {task_id} as complete")).json()
-        assert done["tool_calls"][0]["result"] == {"task_id": task_id, "status": "completed", "title": "Water plants"}
+        assert done["tool_calls"][0]["result"] == {
+            "task_id": task_id,
+            "status": "completed",
+            "title": "Water plants",
+        }
     task = (await harness.client.get(f"/api/{user}/tasks/{task_id}", headers=harness.auth(user))).json()
     assert task["completed"] is True
 
@@ -71,7 +81,11 @@ async def test_tools_cannot_reach_another_users_task(harness: Harness) -> None:
     owner, intruder = new_user(), new_user()
     added = (await harness.chat(owner, "Add a task to file taxes")).json()
     task_id = added["tool_calls"][0]["result"]["task_id"]
-    for message in (f"Delete task {task_id}", f"Mark task {task_id} as done", f"Change task {task_id} to 'pwned'"):
+    for message in (
+        f"Delete task {task_id}",
+        f"Mark task {task_id} as done",
+        f"Change task {task_id} to 'pwned'",
+    ):
         body = (await harness.chat(intruder, message)).json()
         assert body["tool_calls"][0]["result"] == {
             "error": {"code": "not_found", "message": f"There is no task with id {task_id}."}
@@ -83,7 +97,9 @@ async def test_tools_cannot_reach_another_users_task(harness: Harness) -> None:
 async def test_chat_without_user_in_path_uses_the_token(harness: Harness) -> None:
     user = new_user()
     response = await harness.client.post(
-        "/api/chat", json={"message": "Add a task to pay bills", "user_id": "someone-else"}, headers=harness.auth(user)
+        "/api/chat",
+        json={"message": "Add a task to pay bills", "user_id": "someone-else"},
+        headers=harness.auth(user),
     )
     assert response.status_code == 200
     tasks = (await harness.client.get(f"/api/{user}/tasks", headers=harness.auth(user))).json()

@@ -51,4 +51,3 @@ def info(_: CurrentUser, request: Request) -> dict[str, Any]:
         "prompt_file": settings.system_prompt_file.name,
         "prompt_version": prompt_version(prompt),
     }
-

@@ -48,7 +48,12 @@ def completion(
 
 def stream_chunks(done: dict[str, Any], text_chunk_chars: int = 24) -> Iterator[str]:
     """Re-emit a complete `chat.completion` as SSE `data:` lines of `chat.completion.chunk` objects."""
-    base = {"id": done["id"], "object": "chat.completion.chunk", "created": done["created"], "model": done["model"]}
+    base = {
+        "id": done["id"],
+        "object": "chat.completion.chunk",
+        "created": done["created"],
+        "model": done["model"],
+    }
     choice = done["choices"][0]
     message = choice["message"]
 
@@ -68,7 +73,10 @@ def stream_chunks(done: dict[str, Any], text_chunk_chars: int = 24) -> Iterator[
                         "index": index,
                         "id": call["id"],
                         "type": "function",
-                        "function": {"name": call["function"]["name"], "arguments": call["function"]["arguments"]},
+                        "function": {
+                            "name": call["function"]["name"],
+                            "arguments": call["function"]["arguments"],
+                        },
                     }
                 ]
             }
