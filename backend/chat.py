@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from functools import partial
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import anyio
@@ -98,15 +98,11 @@ class ChatService:
                 existing = crud.get_conversation(session, user_id=user_id, conversation_id=conversation_id)
                 if existing is None:
                     raise ApiError(404, "not_found", "Conversation not found.")
-                if not crud.acquire_turn_lease(
-                    session, conversation_id=conversation_id, seconds=lease_seconds
-                ):
+                if not crud.acquire_turn_lease(session, conversation_id=conversation_id, seconds=lease_seconds):
                     raise ApiError(409, "conflict", "A turn is already running on this conversation.")
                 conversation = existing
                 assert conversation.id is not None
-                window = crud.recent_messages(
-                    session, conversation_id=conversation.id, limit=self.history_window
-                )
+                window = crud.recent_messages(session, conversation_id=conversation.id, limit=self.history_window)
             try:
                 stored = crud.add_message(
                     session, user_id=user_id, conversation_id=conversation.id, role="user", content=message
@@ -124,9 +120,7 @@ class ChatService:
         running, 503 when the database is down.
         """
         try:
-            return await anyio.to_thread.run_sync(
-                self._reopen_turn_sync, user_id, conversation_id, user_message_id
-            )
+            return await anyio.to_thread.run_sync(self._reopen_turn_sync, user_id, conversation_id, user_message_id)
         except (OperationalError, DBAPIError) as exc:
             raise database_unavailable() from exc
 
@@ -146,9 +140,7 @@ class ChatService:
                 raise ApiError(409, "conflict", "A turn is already running on this conversation.")
             try:
                 # Under the lease: what followed the message goes, the window is what came before it.
-                for later in crud.list_messages(
-                    session, conversation_id=conversation_id, after_id=user_message_id
-                ):
+                for later in crud.list_messages(session, conversation_id=conversation_id, after_id=user_message_id):
                     session.delete(later)
                 session.commit()
                 window = crud.list_messages(
@@ -180,42 +172,44 @@ class ChatService:
                 snapshot = await anyio.to_thread.run_sync(
                     partial(task_snapshot, context, limit=self.task_context_limit)
                 )
-            stream = runner.stream(
-                context=context, history=turn.history, message=turn.message, task_snapshot=snapshot
-            )
+            stream = runner.stream(context=context, history=turn.history, message=turn.message, task_snapshot=snapshot)
             async for event in stream:
-                if isinstance(event, FinalReply | AgentFailure):
-                    try:
-                        if isinstance(event, FinalReply):
-                            await self._store_reply(turn, event.text, event.tool_calls)
-                        elif event.tool_calls:
-                            # The calls changed real data: keep them in the conversation so the next turn knows.
-                            await self._store_reply(turn, "", event.tool_calls)
-                    finally:
-                        released = await self._release(turn.conversation_id)
+                if isinstance(event, FinalReply):
+                    released = True  # _finish releases the lease whether or not it can store the reply
+                    await self._finish(turn, event.text, event.tool_calls)
+                elif isinstance(event, AgentFailure):
+                    released = True
+                    # Calls that ran changed real data: keep them in the conversation so the next turn knows.
+                    await self._finish(turn, "" if event.tool_calls else None, event.tool_calls)
                 yield event
         finally:
             if not released:  # cancelled or failed before the end: never leave the conversation locked
                 await self._release(turn.conversation_id)
 
-    async def _store_reply(self, turn: OpenTurn, text: str, calls: list[ToolCallRecord]) -> None:
-        def store() -> None:
+    async def _finish(self, turn: OpenTurn, text: str | None, calls: list[ToolCallRecord]) -> None:
+        """Store the reply (when there is one) and release the lease in one transaction."""
+
+        def finish() -> None:
             with Session(self.engine) as session:
-                crud.add_message(
-                    session,
-                    user_id=turn.user_id,
-                    conversation_id=turn.conversation_id,
-                    role="assistant",
-                    content=text,
-                    tool_calls=[call.public() for call in calls] or None,
-                )
+                if text is not None:
+                    session.add(
+                        Message(
+                            user_id=turn.user_id,
+                            conversation_id=turn.conversation_id,
+                            role="assistant",
+                            content=text,
+                            tool_calls=[call.public() for call in calls] or None,
+                        )
+                    )
+                crud.release_turn_lease(session, conversation_id=turn.conversation_id)  # commits both
 
         try:
-            await anyio.to_thread.run_sync(store)
+            await anyio.to_thread.run_sync(finish)
         except (OperationalError, DBAPIError) as exc:
+            await self._release(turn.conversation_id)
             raise database_unavailable() from exc
 
-    async def _release(self, conversation_id: int) -> bool:
+    async def _release(self, conversation_id: int) -> None:
         def release() -> None:
             with Session(self.engine) as session:
                 crud.release_turn_lease(session, conversation_id=conversation_id)
@@ -223,7 +217,6 @@ class ChatService:
         # A database outage here must not mask the turn's outcome; the lease then simply expires.
         with contextlib.suppress(Exception):
             await anyio.to_thread.run_sync(release)
-        return True
 
     async def run(self, *, user_id: str, message: str, conversation_id: int | None) -> TurnResult:
         """One whole turn for the JSON door."""

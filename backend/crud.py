@@ -89,9 +89,7 @@ def get_conversation(session: Session, *, user_id: str, conversation_id: int) ->
     return conversation if conversation is not None and conversation.user_id == user_id else None
 
 
-def list_conversations(
-    session: Session, *, user_id: str, limit: int = 20, offset: int = 0
-) -> Sequence[Conversation]:
+def list_conversations(session: Session, *, user_id: str, limit: int = 20, offset: int = 0) -> Sequence[Conversation]:
     query = (
         select(Conversation)
         .where(Conversation.user_id == user_id)
@@ -159,18 +157,14 @@ def add_message(
         created_at=created_at or utcnow(),
     )
     session.add(message)
-    session.commit()
-    session.refresh(message)
+    session.commit()  # the id is assigned at flush; no refresh round trip needed (expire_on_commit is off)
     return message
 
 
 def recent_messages(session: Session, *, conversation_id: int, limit: int) -> list[Message]:
     """The last `limit` messages, oldest first: an index range scan, so cost does not grow with history."""
     query = (
-        select(Message)
-        .where(Message.conversation_id == conversation_id)
-        .order_by(col(Message.id).desc())
-        .limit(limit)
+        select(Message).where(Message.conversation_id == conversation_id).order_by(col(Message.id).desc()).limit(limit)
     )
     return list(reversed(session.exec(query).all()))
 
@@ -185,11 +179,7 @@ def list_messages(
 ) -> Sequence[Message]:
     query = select(Message).where(Message.conversation_id == conversation_id)
     if after_id is not None:
-        query = (
-            query.where(col(Message.id) < after_id)
-            if newest_first
-            else query.where(col(Message.id) > after_id)
-        )
+        query = query.where(col(Message.id) < after_id) if newest_first else query.where(col(Message.id) > after_id)
     query = query.order_by(col(Message.id).desc() if newest_first else col(Message.id))
     if limit is not None:
         query = query.limit(limit)

@@ -81,6 +81,7 @@ def backend_with_scripted_model(
         "OPENAI_BASE_URL": f"http://127.0.0.1:{model_port}/v1",
         "OPENAI_API_KEY": "bench",
         "BETTER_AUTH_SECRET": BENCH_SECRET,
+        "RATE_LIMIT_PER_MINUTE": "1000000",  # measuring the turn, not the limiter
         **(extra_env or {}),
     }
     with uvicorn_process(model_app, model_port):

@@ -46,7 +46,6 @@ from pydantic import TypeAdapter
 from sqlmodel import Session
 
 from backend import crud, db
-from backend.auth import mint_token
 from backend.llm.scripted import Reply, rule_based_responder, script
 from backend.main import create_app
 from tests.conftest import Harness, make_settings, new_user
@@ -209,10 +208,8 @@ class Door:
         assert events, "empty stream"
         for event in events:
             model.apply(event)
-        model_events = [e for e in events if not isinstance(e, StreamOptionsEvent)]
         # Nothing provisional survives the stream: every item the client keeps is one items.list knows.
         assert all(not item_id.startswith("pending_") for item_id in model.items), list(model.items)
-        assert model_events
         return model
 
     async def items(self, user: str, thread: str) -> list[ThreadItem]:
@@ -306,6 +303,36 @@ async def test_tool_calls_stream_as_workflow_tasks_before_the_text(door: Door) -
     assert [item.type for item in done][-2:] == ["workflow", "assistant_message"]
 
 
+async def test_several_calls_in_one_turn_are_tasks_of_one_workflow(make_harness: Any, database_url: str) -> None:
+    harness: Harness = await make_harness(
+        script(
+            [
+                Reply(calls=[("add_task", {"title": "Book the meeting room"})]),
+                Reply(calls=[("list_tasks", {"status": "all"})]),
+                Reply(calls=[("delete_task", {"task_id": 999999})]),
+                "I added it; there was no task 999999 to delete.",
+            ],
+            then=rule_based_responder,
+        ),
+        database_url=database_url,
+    )
+    door, user = Door(harness), new_user()
+    model = await door.stream(user, create_body("Book the meeting room, then tidy up"))
+    assert model.thread is not None and not model.errors
+    items = await door.items(user, model.thread.id)
+    assert_model_matches(model, items)
+    workflow = items[1]
+    assert isinstance(workflow, WorkflowItem)
+    assert [task.title for task in workflow.workflow.tasks] == [
+        "Created “Book the meeting room”",
+        "Listed 1 task",
+        "delete_task failed: There is no task with id 999999.",
+    ]
+    assert all(task.status_indicator == "complete" for task in workflow.workflow.tasks)
+    stored = (await contract_conversation(harness, user, model.thread.id))["messages"][1]["tool_calls"]
+    assert [call["name"] for call in stored] == ["add_task", "list_tasks", "delete_task"]
+
+
 async def test_add_user_message_continues_with_history_and_pages_both_ways(door: Door) -> None:
     user = new_user()
     model = await door.stream(user, create_body("Add a task to water plants"))
@@ -334,6 +361,13 @@ async def test_add_user_message_continues_with_history_and_pages_both_ways(door:
             assert page.after == page.data[-1].id
             after = page.after
         assert walked == (items if order == "asc" else list(reversed(items)))
+
+    # Limits out of range are clamped, not passed to the database (0 means the SDK's default).
+    page = ITEM_PAGE.validate_python(await door.json(user, items_body(thread, limit=-5)))
+    assert len(page.data) == 1 and page.has_more
+    threads = THREAD_PAGE.validate_python(await door.json(user, list_body(limit=-5)))
+    assert [t.id for t in threads.data] == [thread]
+    assert len(ITEM_PAGE.validate_python(await door.json(user, items_body(thread, limit=10**6))).data) == 6
 
     # A page that starts inside a message (between its workflow and its text).
     page = ITEM_PAGE.validate_python(await door.json(user, items_body(thread, after=items[1].id, limit=1)))
@@ -678,8 +712,6 @@ async def local_door(local_model_settings: Any, tmp_path: Path) -> AsyncIterator
 @pytest.mark.llm
 async def test_a_chatkit_turn_on_the_local_model(local_door: Door) -> None:
     user = new_user()
-    token_check = mint_token(local_door.harness.settings, user)
-    assert token_check
     model = await local_door.stream(user, create_body("Add a task to buy groceries"))
     assert model.thread is not None and not model.errors, model.errors
     items = await local_door.items(user, model.thread.id)

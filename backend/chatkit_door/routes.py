@@ -169,8 +169,11 @@ async def guarded(result: StreamingResult, context: RequestContext, engine: Engi
     responses={
         200: {"description": "A JSON object, or for streaming requests a stream of ChatKit events (SSE)"},
         400: {"description": "Not a ChatKit request, or one this server does not offer"},
+        401: {"description": "No valid bearer token"},
         404: {"description": "The thread or item is missing or not the caller's"},
         409: {"description": "A turn is already running on the thread"},
+        422: {"description": "A blank or over-long message or title"},
+        429: {"description": "Too many turns this minute"},
     },
 )
 async def chatkit_endpoint(request: Request, user: CurrentUser, chat: ChatDep) -> Response:

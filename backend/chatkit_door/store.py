@@ -38,6 +38,8 @@ T = TypeVar("T")
 
 # Items a turn streams before its reply is stored carry this prefix; the stored items replace them.
 PROVISIONAL_PREFIX = "pending_"
+# A page holds 1..MAX_PAGE entries whatever the request's `limit` says (a negative LIMIT is a database error).
+MAX_PAGE = 100
 
 
 @dataclass
@@ -109,6 +111,8 @@ class ConversationStore(Store[RequestContext]):
     async def load_threads(
         self, limit: int, after: str | None, order: str, context: RequestContext
     ) -> Page[ThreadMetadata]:
+        limit = max(1, min(limit, MAX_PAGE))
+
         def load(session: Session) -> Page[ThreadMetadata]:
             query = select(Conversation).where(Conversation.user_id == context.user_id)
             if after is not None:
@@ -135,6 +139,7 @@ class ConversationStore(Store[RequestContext]):
         self, thread_id: str, after: str | None, limit: int, order: str, context: RequestContext
     ) -> Page[ThreadItem]:
         newest_first = order == "desc"
+        limit = max(1, min(limit, MAX_PAGE))
 
         def load(session: Session) -> Page[ThreadItem]:
             conversation = self._conversation(session, context, thread_id)

@@ -9,6 +9,7 @@ from agents.models.interface import Model
 from agents.models.openai_chatcompletions import OpenAIChatCompletionsModel
 from openai import AsyncOpenAI
 
+from backend.llm.direct_client import DirectAsyncOpenAI
 from backend.settings import Settings
 
 LOCAL_MODEL_NAME = "qwen2.5-coder-1.5b-instruct"
@@ -23,7 +24,7 @@ def model_name(settings: Settings) -> str:
 
 
 def build_client(settings: Settings, *, http_client: httpx.AsyncClient | None = None) -> AsyncOpenAI:
-    return AsyncOpenAI(
+    return DirectAsyncOpenAI(
         base_url=model_base_url(settings),
         api_key=settings.openai_api_key or ("local" if settings.is_local_model else None),
         timeout=settings.model_timeout,
