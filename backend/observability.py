@@ -46,6 +46,8 @@ def logging_config(level: str = "INFO") -> dict[str, Any]:
             "uvicorn": {"handlers": ["stderr"], "level": level, "propagate": False},
             "uvicorn.error": {"handlers": ["stderr"], "level": level, "propagate": False},
             "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},  # ours is richer
+            "httpx": {"level": "WARNING"},  # one line per model request would drown the access log
+            "httpx2": {"level": "WARNING"},
         },
     }
 
