@@ -89,19 +89,24 @@ class TurnState:
 
     tool_context: tools.ToolRunContext
     calls: dict[str, ToolCallRecord] = field(default_factory=dict)
+    # The SDK runs the calls of one model response concurrently; they must take effect in the order the model
+    # wrote them ("add X, then list" lists X; ids are assigned in call order; `calls` stays in call order).
+    # asyncio.Lock is FIFO and the SDK starts the calls in order, so holding it per call serialises them in order.
+    tool_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 def _sdk_tool(tool: tools.TodoTool) -> FunctionTool:
     async def on_invoke(ctx: ToolContext[TurnState], raw_arguments: str) -> str:
         arguments = tools.parse_arguments(raw_arguments)
-        started = time.perf_counter()
-        result = await anyio.to_thread.run_sync(tools.invoke, ctx.context.tool_context, tool.name, arguments)
-        ctx.context.calls[ctx.tool_call_id] = ToolCallRecord(
-            name=tool.name,
-            arguments=arguments if arguments is not None else {"_raw": raw_arguments},
-            result=result,
-            duration_ms=(time.perf_counter() - started) * 1000,
-        )
+        async with ctx.context.tool_lock:
+            started = time.perf_counter()
+            result = await anyio.to_thread.run_sync(tools.invoke, ctx.context.tool_context, tool.name, arguments)
+            ctx.context.calls[ctx.tool_call_id] = ToolCallRecord(
+                name=tool.name,
+                arguments=arguments if arguments is not None else {"_raw": raw_arguments},
+                result=result,
+                duration_ms=(time.perf_counter() - started) * 1000,
+            )
         return json.dumps(result, ensure_ascii=False, default=str)
 
     return FunctionTool(

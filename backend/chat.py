@@ -17,7 +17,7 @@ from typing import Any
 import anyio
 from agents import TResponseInputItem
 from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from sqlmodel import Session
 
 from backend import crud
@@ -83,6 +83,8 @@ class ChatService:
             raise ApiError(422, "validation_error", f"message must be at most {MESSAGE_MAX} characters")
         try:
             return await anyio.to_thread.run_sync(self._open_turn_sync, user_id, message, conversation_id)
+        except DataError as exc:  # PostgreSQL refuses a NUL character in text: the message's fault
+            raise ApiError(422, "validation_error", "The message cannot be stored.") from exc
         except (OperationalError, DBAPIError) as exc:
             raise database_unavailable() from exc
 

@@ -63,6 +63,23 @@ def serve(
 
 
 @app.command()
+def playground(
+    host: Annotated[str, typer.Option(envvar="PLAYGROUND_HOST", help="Bind address")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="PLAYGROUND_PORT", help="Port")] = 7860,
+) -> None:
+    """Run the prompt playground alone (chat, prompt editor, evals), starting the local model if needed."""
+    from playground import launch
+
+    settings = get_settings()
+    if not settings.playground_on:
+        console.print("[red]the playground is off in production unless PLAYGROUND_ENABLED=true[/red]")
+        raise typer.Exit(2)
+    _ensure_model()
+    console.print(f"playground on http://{host}:{port}")
+    launch(settings, host=host, port=port)
+
+
+@app.command()
 def model() -> None:
     """Run the local model server alone, in the foreground (every worker and tool reuses it)."""
     from backend.llm.local_server import run_local_model_server

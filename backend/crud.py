@@ -14,6 +14,7 @@ from sqlalchemy import delete, update
 from sqlmodel import Session, col, func, select
 
 from backend.models import (
+    ROW_ID_MAX,
     TITLE_MAX,
     Conversation,
     Message,
@@ -44,6 +45,8 @@ def list_tasks(session: Session, *, user_id: str, status: TaskStatus = "all") ->
 
 
 def get_task(session: Session, *, user_id: str, task_id: int) -> Task | None:
+    if not 1 <= task_id <= ROW_ID_MAX:
+        return None
     task = session.get(Task, task_id)
     return task if task is not None and task.user_id == user_id else None
 
@@ -85,6 +88,8 @@ def conversation_title(first_message: str) -> str:
 
 
 def get_conversation(session: Session, *, user_id: str, conversation_id: int) -> Conversation | None:
+    if not 1 <= conversation_id <= ROW_ID_MAX:
+        return None
     conversation = session.get(Conversation, conversation_id)
     return conversation if conversation is not None and conversation.user_id == user_id else None
 

@@ -8,7 +8,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, OperationalError
+from pydantic import BaseModel
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("todo_agent.errors")
@@ -26,6 +27,37 @@ _STATUS_CODES = {
     422: "validation_error",
     429: "rate_limited",
 }
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorBody(BaseModel):
+    """What every error answers, as the OpenAPI schema documents it."""
+
+    error: ErrorDetail
+
+
+_DESCRIPTIONS = {
+    400: "A body that cannot be parsed",
+    401: "No valid bearer token",
+    403: "The path names another user than the token",
+    404: "Not found, or not the caller's (the same answer)",
+    409: "A turn is already running on this conversation",
+    422: "The request does not validate",
+    429: "Too many requests; see Retry-After",
+    502: "The model failed",
+    503: "The database (or the signing keys) is unavailable",
+    504: "The model timed out",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these error statuses, all with the one error body (422 included)."""
+    return {status: {"model": ErrorBody, "description": _DESCRIPTIONS[status]} for status in statuses}
 
 
 class ApiError(Exception):
@@ -89,6 +121,11 @@ def install_error_handlers(app: FastAPI) -> None:
         code = _STATUS_CODES.get(exc.status_code, "error")
         message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
         return _json(exc.status_code, error_body(code, message), getattr(exc, "headers", None))
+
+    @app.exception_handler(DataError)
+    async def _unstorable(_: Request, exc: DataError) -> JSONResponse:
+        # The database refused a value (PostgreSQL: a NUL character in text): the request's fault, not an outage.
+        return _json(422, error_body("validation_error", "A value in the request cannot be stored."))
 
     @app.exception_handler(OperationalError)
     @app.exception_handler(DBAPIError)

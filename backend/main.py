@@ -11,6 +11,7 @@ from agents.models.interface import Model
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+import playground
 from backend import __version__, chatkit_door, db, mcp_server
 from backend.agent import AgentConfig, TodoAgent
 from backend.api import chat, conversations, health, tasks
@@ -97,4 +98,6 @@ def create_app(
     # doors: each door module mounts itself here (ChatKit, MCP, playground)
     mcp_server.mount(app)  # /mcp: the tools for MCP clients
     chatkit_door.mount(app)  # /chatkit: the ChatKit protocol; /chatkit/demo: the web component on it
+    if settings.playground_on:
+        playground.mount(app)  # /playground: the Gradio playground (its own login outside development)
     return app

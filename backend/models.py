@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, field_validator
-from sqlalchemy import JSON, Column, Index
+from pydantic import Field as PydanticField
+from pydantic.json_schema import SkipJsonSchema
+from sqlalchemy import JSON, Column, Index, Text
 from sqlmodel import Field, SQLModel
 
 TITLE_MAX = 200
 DESCRIPTION_MAX = 1000
 MESSAGE_MAX = 4000
 USER_ID_MAX = 128
+# Row ids are PostgreSQL INTEGERs: a larger id names no row (and must not reach the database, which would refuse it).
+ROW_ID_MAX = 2**31 - 1
 
 
 def utcnow() -> datetime:
@@ -20,9 +24,18 @@ def utcnow() -> datetime:
 
 
 # ---------------------------------------------------------------- tasks
+# Text the API stores: PostgreSQL cannot store a NUL character, and a title or a message must not be blank. Said
+# as patterns so the OpenAPI schema tells clients (and schemathesis) what the server refuses.
+TEXT_PATTERN = r"^[^\x00]*$"
+NON_BLANK_TEXT_PATTERN = r"^[^\x00]*[^\s\x00][^\x00]*$"
+Title = Annotated[str, PydanticField(min_length=1, max_length=TITLE_MAX, pattern=NON_BLANK_TEXT_PATTERN)]
+
+
 class TaskBase(SQLModel):
-    title: str = Field(min_length=1, max_length=TITLE_MAX)
-    description: str | None = Field(default=None, max_length=DESCRIPTION_MAX)
+    title: str = Field(min_length=1, max_length=TITLE_MAX, schema_extra={"pattern": NON_BLANK_TEXT_PATTERN})
+    description: str | None = Field(
+        default=None, max_length=DESCRIPTION_MAX, schema_extra={"pattern": TEXT_PATTERN}
+    )
 
     @field_validator("title", mode="before")
     @classmethod
@@ -37,9 +50,12 @@ class TaskCreate(TaskBase):
 class TaskUpdate(SQLModel):
     model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
-    title: str | None = Field(default=None, min_length=1, max_length=TITLE_MAX)
-    description: str | None = Field(default=None, max_length=DESCRIPTION_MAX)
-    completed: bool | None = None
+    # `title` and `completed` may be left out but not be null (the route refuses null): the schema says so.
+    title: Title | SkipJsonSchema[None] = None
+    description: str | None = Field(
+        default=None, max_length=DESCRIPTION_MAX, schema_extra={"pattern": TEXT_PATTERN}
+    )
+    completed: bool | SkipJsonSchema[None] = None
 
     @field_validator("title", mode="before")
     @classmethod
@@ -100,7 +116,7 @@ class Message(SQLModel, table=True):
     user_id: str = Field(index=True, max_length=USER_ID_MAX)
     conversation_id: int = Field(foreign_key="conversation.id", ondelete="CASCADE")
     role: str = Field(max_length=16)
-    content: str
+    content: str = Field(sa_type=Text)  # the migration's TEXT (a bare `str` would map to VARCHAR)
     tool_calls: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     created_at: datetime = Field(default_factory=utcnow)
 

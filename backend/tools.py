@@ -208,10 +208,11 @@ def invoke(context: ToolRunContext, name: str, arguments: dict[str, Any] | None)
         return _error("invalid_arguments", "The arguments must be a JSON object.")
     try:
         args = tool.args_model.model_validate(arguments)
+        with Session(context.engine, expire_on_commit=False) as session:
+            # The data layer validates too (TaskCreate / TaskUpdate refuse a NUL character, say).
+            return tool.run(session, context.user_id, args)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}" for e in exc.errors()
         )
         return _error("invalid_arguments", problems)
-    with Session(context.engine, expire_on_commit=False) as session:
-        return tool.run(session, context.user_id, args)

@@ -1,0 +1,9 @@
+"""The Gradio playground: chat with the agent, watch its tool calls, edit the prompt, run the evals.
+
+Kept import-light on purpose: `backend.main` mounts it, and the eval runner imports `backend.main`, so the Gradio
+app and the eval machinery are only imported when `mount` or `launch` runs.
+"""
+
+from playground.door import launch, mount
+
+__all__ = ["launch", "mount"]

@@ -7,13 +7,14 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from backend.agent import AgentFailure, FinalReply, TextDelta, ToolCallFinished
 from backend.chat import ChatService, OpenTurn, TurnResult, collect, detached
 from backend.deps import ChatDep, LimitedPathUser, LimitedUser
-from backend.models import MESSAGE_MAX
+from backend.errors import error_responses
+from backend.models import MESSAGE_MAX, NON_BLANK_TEXT_PATTERN
 
 router = APIRouter(tags=["chat"])
 
@@ -22,8 +23,14 @@ class ChatRequest(BaseModel):
     # Unknown fields (a `user_id` in the body, say) are ignored: the user comes from the token alone.
     model_config = ConfigDict(extra="ignore")
 
-    message: StrictStr = Field(min_length=1, max_length=MESSAGE_MAX)
+    message: StrictStr = Field(min_length=1, max_length=MESSAGE_MAX, pattern=NON_BLANK_TEXT_PATTERN)
     conversation_id: StrictInt | None = Field(default=None, ge=1)
+
+    @field_validator("conversation_id", mode="before")
+    @classmethod
+    def _integral_number(cls, value: object) -> object:
+        """JSON does not tell 7 from 7.0 (JSON Schema calls both integers); strings stay refused."""
+        return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 class ToolCallOut(BaseModel):
@@ -85,10 +92,13 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
         "description": "The reply, or (with `Accept: text/event-stream`) a stream of named SSE events",
         "content": {"text/event-stream": {}},
     },
+    **error_responses(400, 401, 404, 409, 422, 429, 502, 503, 504),
 }
 
 
-@router.post("/api/{user_id}/chat", response_model=ChatResponse, responses=_RESPONSES)
+@router.post(
+    "/api/{user_id}/chat", response_model=ChatResponse, responses={**_RESPONSES, **error_responses(403)}
+)
 async def chat_as_path_user(
     user: LimitedPathUser, body: ChatRequest, service: ChatDep, accept: Annotated[str | None, Header()] = None
 ) -> Any:

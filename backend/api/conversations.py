@@ -8,10 +8,15 @@ from fastapi import APIRouter, Query, Response
 
 from backend import crud
 from backend.deps import PathUser, SessionDep
-from backend.errors import ApiError
-from backend.models import Conversation, ConversationDetail, ConversationPublic, MessagePublic
+from backend.errors import ApiError, error_responses
+from backend.models import ROW_ID_MAX, Conversation, ConversationDetail, ConversationPublic, MessagePublic
 
-router = APIRouter(prefix="/api/{user_id}/conversations", tags=["conversations"])
+router = APIRouter(
+    prefix="/api/{user_id}/conversations",
+    tags=["conversations"],
+    responses=error_responses(401, 403, 422, 503),
+)
+NOT_FOUND = error_responses(404)
 
 
 def conversation_not_found() -> ApiError:
@@ -30,13 +35,13 @@ def list_conversations(
     user: PathUser,
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=ROW_ID_MAX)] = 0,
 ) -> list[Conversation]:
     """Newest first."""
     return list(crud.list_conversations(session, user_id=user, limit=limit, offset=offset))
 
 
-@router.get("/{conversation_id}", response_model=ConversationDetail)
+@router.get("/{conversation_id}", response_model=ConversationDetail, responses=NOT_FOUND)
 def read_conversation(user: PathUser, session: SessionDep, conversation_id: int) -> ConversationDetail:
     """The conversation with its messages, oldest first."""
     conversation = owned_conversation(session, user, conversation_id)
@@ -48,7 +53,7 @@ def read_conversation(user: PathUser, session: SessionDep, conversation_id: int)
     )
 
 
-@router.delete("/{conversation_id}", status_code=204)
+@router.delete("/{conversation_id}", status_code=204, responses=NOT_FOUND)
 def delete_conversation(user: PathUser, session: SessionDep, conversation_id: int) -> Response:
     conversation = owned_conversation(session, user, conversation_id)
     crud.delete_conversation(session, conversation=conversation)

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 
 from backend import __version__, db
 from backend.deps import CurrentUser
-from backend.errors import error_body
+from backend.errors import ErrorBody, error_body, error_responses
 from backend.llm.provider import model_name
 from backend.prompts import prompt_version
 
@@ -22,7 +22,9 @@ def live() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/health/ready", responses={503: {"description": "A part a turn needs is down"}})
+@router.get(
+    "/health/ready", responses={503: {"model": ErrorBody, "description": "A part a turn needs is down"}}
+)
 async def ready(request: Request) -> Any:
     """200 when a turn can run; 503 naming the failing part otherwise."""
     state = request.app.state
@@ -40,7 +42,7 @@ async def ready(request: Request) -> Any:
     return {"status": "ready", "checks": checks}
 
 
-@router.get("/api/info")
+@router.get("/api/info", responses=error_responses(401, 503))
 def info(_: CurrentUser, request: Request) -> dict[str, Any]:
     settings = request.app.state.settings
     prompt = request.app.state.system_prompt

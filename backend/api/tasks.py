@@ -8,10 +8,13 @@ from fastapi import APIRouter, Query, Response
 
 from backend import crud
 from backend.deps import PathUser, SessionDep
-from backend.errors import ApiError
+from backend.errors import ApiError, error_responses
 from backend.models import Task, TaskCreate, TaskPublic, TaskStatus, TaskUpdate
 
-router = APIRouter(prefix="/api/{user_id}/tasks", tags=["tasks"])
+router = APIRouter(
+    prefix="/api/{user_id}/tasks", tags=["tasks"], responses=error_responses(400, 401, 403, 422, 503)
+)
+NOT_FOUND = error_responses(404)
 
 
 def owned_task(session: SessionDep, user: str, task_id: int) -> Task:
@@ -34,12 +37,12 @@ def create_task(user: PathUser, session: SessionDep, task_in: TaskCreate) -> Tas
     return crud.create_task(session, user_id=user, task_in=task_in)
 
 
-@router.get("/{task_id}", response_model=TaskPublic)
+@router.get("/{task_id}", response_model=TaskPublic, responses=NOT_FOUND)
 def read_task(user: PathUser, session: SessionDep, task_id: int) -> Task:
     return owned_task(session, user, task_id)
 
 
-@router.patch("/{task_id}", response_model=TaskPublic)
+@router.patch("/{task_id}", response_model=TaskPublic, responses=NOT_FOUND)
 def update_task(user: PathUser, session: SessionDep, task_id: int, task_in: TaskUpdate) -> Task:
     """Any of title, description, completed; `description: null` clears it, `title: null` is refused."""
     for field in ("title", "completed"):
@@ -49,7 +52,7 @@ def update_task(user: PathUser, session: SessionDep, task_id: int, task_in: Task
     return crud.update_task(session, task=task, task_in=task_in)
 
 
-@router.delete("/{task_id}", status_code=204)
+@router.delete("/{task_id}", status_code=204, responses=NOT_FOUND)
 def delete_task(user: PathUser, session: SessionDep, task_id: int) -> Response:
     crud.delete_task(session, task=owned_task(session, user, task_id))
     return Response(status_code=204)

@@ -1,0 +1,149 @@
+"""Issue 4 figures: how fast the eval runner drives a model, how fast it scores, how long the suite takes.
+
+1. Runner throughput: a fake OpenAI-compatible model (the rule-based reference agent behind uvicorn on loopback, in
+   its own process) answers every request after 200 ms; 100 cases (the suite's cases, cycled) at --concurrency 16.
+   Wall time against the ideal, total model latency / 16 (target: within 1.25x).
+2. Scoring throughput: the deterministic scorer alone over the transcripts of (1), cases per second.
+3. The full suite replayed from the committed cache of the local model's answers (what CI's gate runs), and the
+   wall time of the live local-model run recorded in the committed baseline.
+
+    python bench/eval_throughput.py [--cases 100] [--concurrency 16] [--delay 0.2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("DEEPEVAL_TELEMETRY_OPT_OUT", "1")
+os.environ.setdefault("DEEPEVAL_DISABLE_DOTENV", "1")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from fastapi import FastAPI  # noqa: E402
+
+from backend.llm.scripted import Reply, create_scripted_app  # noqa: E402
+from backend.settings import Settings  # noqa: E402
+from bench._servers import free_port, uvicorn_process, wait_until_up  # noqa: E402
+from evals.cache import RecordReplayTransport  # noqa: E402
+from evals.dataset import Dataset, load_dataset  # noqa: E402
+from evals.metrics import summarise  # noqa: E402
+from evals.reference_agent import reference_responder  # noqa: E402
+from evals.results import RunResult  # noqa: E402
+from evals.scorer import score_trial  # noqa: E402
+from evals.suite import EvalConfig, run_evals  # noqa: E402
+
+BASELINE = ROOT / "evals" / "baselines" / "local.json"
+CACHE = ROOT / "evals" / "cache" / "qwen2.5-coder-1.5b-instruct.jsonl"
+
+
+def fake_model_app() -> FastAPI:
+    """uvicorn factory: the reference agent, answering after FAKE_MODEL_DELAY seconds."""
+    delay = float(os.environ.get("FAKE_MODEL_DELAY", "0.2"))
+
+    def respond(request: dict[str, Any]) -> Reply:
+        reply = reference_responder(request)
+        reply.delay = delay
+        return reply
+
+    return create_scripted_app(respond, model_name="fake")
+
+
+def cycled(dataset: Dataset, n: int) -> Dataset:
+    cases = [
+        dataset.cases[i % len(dataset)].model_copy(update={"id": f"{dataset.cases[i % len(dataset)].id}-{i}"})
+        for i in range(n)
+    ]
+    return Dataset(tuple(cases))
+
+
+async def runner_throughput(cases: int, concurrency: int, delay: float) -> RunResult:
+    port = free_port()
+    with uvicorn_process("bench.eval_throughput:fake_model_app", port, env={"FAKE_MODEL_DELAY": str(delay),
+                                                                          "PYTHONPATH": str(ROOT)}):  # fmt: skip
+        wait_until_up(f"http://127.0.0.1:{port}/v1/models")
+        with tempfile.TemporaryDirectory() as tmp:
+            settings = Settings(  # type: ignore[call-arg]
+                _env_file=None, data_dir=Path(tmp), agent_model="fake", openai_base_url=f"http://127.0.0.1:{port}/v1",
+                openai_api_key="none", model_timeout=30.0,
+            )  # fmt: skip
+            transport = RecordReplayTransport(None)
+            config = EvalConfig(settings=settings, concurrency=concurrency, deepeval=False, model_transport=transport)
+            dataset = cycled(load_dataset(), cases)
+            # Warm up imports, connection pool and the server (not measured).
+            await run_evals(EvalConfig(settings=settings, concurrency=2, deepeval=False), dataset=cycled(dataset, 2))
+            result = await run_evals(config, dataset=dataset)
+    total_model = transport.live_latency_s
+    ideal = total_model / concurrency
+    wall = result.info.wall_seconds or 0.0
+    startup = result.info.startup_seconds or 0.0
+    calls = transport.live_calls
+    print(f"1. runner: {cases} cases at --concurrency {concurrency}, fake model answering after {delay * 1000:.0f} ms")
+    print(
+        f"   model calls {calls}, total model latency {total_model:.2f} s (mean {total_model / max(calls, 1) * 1000:.0f} ms)"
+    )
+    print(f"   wall {wall:.2f} s, ideal (total model latency / {concurrency}) {ideal:.2f} s, "
+          f"ratio {wall / ideal:.2f}x (target <= 1.25x) {'OK' if wall / ideal <= 1.25 else 'MISSED'}")  # fmt: skip
+    print(f"   of which startup (16 app instances, their databases) {startup:.2f} s; run phase {wall - startup:.2f} s, "
+          f"ratio {(wall - startup) / ideal:.2f}x")  # fmt: skip
+    print(f"   pass rate of the reference agent: {result.metrics['case_pass_rate']}")
+    return result
+
+
+def scoring_throughput(result: RunResult, repeat: int = 20) -> None:
+    cases = {c.id: c for c in cycled(load_dataset(), len(result.trials)).cases}
+    pairs = [(cases[t.case_id], t.transcript) for t in result.trials]
+    started = time.perf_counter()
+    for _ in range(repeat):
+        for case, transcript in pairs:
+            score_trial(case, transcript)
+    elapsed = time.perf_counter() - started
+    n = repeat * len(pairs)
+    started = time.perf_counter()
+    summarise(result.trials)
+    aggregate = time.perf_counter() - started
+    print(f"2. scoring: {n} trials in {elapsed:.2f} s = {n / elapsed:,.0f} cases/s (no model); "
+          f"metrics over {len(result.trials)} trials {aggregate * 1000:.0f} ms")  # fmt: skip
+
+
+async def replay_suite() -> None:
+    if not CACHE.exists():
+        print("3. replay: no committed cache yet (run `todo-agent eval baseline`)")
+        return
+    started = time.perf_counter()
+    result = await run_evals(
+        EvalConfig(model="local", cache_mode="replay", cache_file=CACHE, concurrency=4, deepeval=False)
+    )
+    wall = time.perf_counter() - started
+    cache = result.info.cache or {}
+    print(f"3. full suite replayed from the committed cache: {result.metrics['cases']} cases in {wall:.1f} s, "
+          f"{cache.get('hits')} hits, {cache.get('misses')} misses, pass rate {result.metrics['case_pass_rate']}")  # fmt: skip
+    if BASELINE.exists():
+        base = RunResult.load(BASELINE)
+        print(f"   committed baseline (live local model, --concurrency {base.info.options.get('concurrency')}): "
+              f"{base.metrics.get('cases')} cases, wall {base.info.wall_seconds} s, turn p50 "
+              f"{base.metrics.get('latency_p50_ms')} ms / p95 {base.metrics.get('latency_p95_ms')} ms, pass rate "
+              f"{base.metrics.get('case_pass_rate')}")  # fmt: skip
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", type=int, default=100)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--delay", type=float, default=0.2)
+    parser.add_argument("--skip-replay", action="store_true")
+    args = parser.parse_args()
+    result = await runner_throughput(args.cases, args.concurrency, args.delay)
+    scoring_throughput(result)
+    if not args.skip_replay:
+        await replay_suite()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

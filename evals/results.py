@@ -1,0 +1,84 @@
+"""The results file: everything a run observed and concluded, in one JSON document.
+
+It holds every trial's transcript (turns, calls, replies, task lists) and score, the suite metrics, and what was
+measured: target, model, prompt hash, dataset fingerprint, options, cache statistics and package versions. A
+baseline is just a results file that was committed on purpose.
+"""
+
+from __future__ import annotations
+
+import platform
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from evals.scorer import TrialScore
+from evals.transcript import Transcript
+
+RESULTS_SCHEMA_VERSION = 1
+_PACKAGES = ("todo-agent", "openai-agents", "openai", "deepeval", "fastapi", "pydantic", "xllamacpp")
+
+
+class TrialResult(BaseModel):
+    case_id: str
+    trial: int
+    tags: list[str]
+    case_fingerprint: str
+    transcript: Transcript
+    score: TrialScore
+
+    @property
+    def passed(self) -> bool:
+        return self.score.passed
+
+
+class RunInfo(BaseModel):
+    run_id: str
+    started_at: str
+    finished_at: str | None = None
+    wall_seconds: float | None = None
+    startup_seconds: float | None = None  # building the target (apps, databases) before the first case
+    target: dict[str, Any] = Field(default_factory=dict)
+    dataset: dict[str, Any] = Field(default_factory=dict)
+    options: dict[str, Any] = Field(default_factory=dict)
+    cache: dict[str, Any] | None = None
+    versions: dict[str, str | None] = Field(default_factory=dict)
+
+
+class RunResult(BaseModel):
+    schema_version: int = RESULTS_SCHEMA_VERSION
+    info: RunInfo
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    deepeval: dict[str, Any] | None = None
+    trials: list[TrialResult] = Field(default_factory=list)
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.model_dump_json(indent=1) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: Path) -> RunResult:
+        try:
+            return cls.model_validate_json(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ValueError(f"{path}: cannot be read: {exc}") from exc
+        except ValueError as exc:
+            raise ValueError(f"{path}: not a results file: {exc}") from exc
+
+    def by_case(self) -> dict[str, list[TrialResult]]:
+        grouped: dict[str, list[TrialResult]] = {}
+        for trial in self.trials:
+            grouped.setdefault(trial.case_id, []).append(trial)
+        return grouped
+
+
+def versions() -> dict[str, str | None]:
+    found: dict[str, str | None] = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = None
+    return found

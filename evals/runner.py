@@ -1,0 +1,187 @@
+"""The solver: replay each case through the HTTP contract and record what happened.
+
+For every (case, trial): take a fresh user (and another user when the case has one), seed the starting tasks through
+the tasks API and map each ref to its real id, send each turn to `POST /api/{user}/chat` (one conversation per
+trial, per-turn timeout), and read the task list back from the tasks API after every turn. Scoring is separate
+(`evals.scorer`), so the runner's only job is to observe faithfully.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from evals.cache import TURN_STATS, ModelCallStats
+from evals.dataset import MISSING_REF, Case, SeedTask, render_user_text
+from evals.scorer import TrialScore, score_trial
+from evals.target import CaseSession, Target
+from evals.transcript import ObservedCall, Transcript, TurnRecord
+
+MISSING_ID = 987  # `{missing}`: an id the case's user owns no task with (tools are per-user, so it is "not found")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    trials: int = 1
+    concurrency: int = 4
+    turn_timeout: float = 120.0
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    case: Case
+    transcript: Transcript
+    score: TrialScore
+
+
+class SetupError(RuntimeError):
+    pass
+
+
+def _error_text(response: httpx.Response) -> str:
+    try:
+        error = response.json().get("error", {})
+        return f"HTTP {response.status_code}: {error.get('code')}: {error.get('message')}"
+    except (ValueError, AttributeError):
+        return f"HTTP {response.status_code}: {response.text[:200]}"
+
+
+async def _seed(session: CaseSession, user: str, tasks: Sequence[SeedTask]) -> dict[str, int]:
+    ids: dict[str, int] = {}
+    for task in tasks:
+        response = await session.client.post(
+            f"/api/{user}/tasks",
+            json={"title": task.title, "description": task.description},
+            headers=session.headers(user),
+        )
+        if response.status_code != 201:
+            raise SetupError(f"seeding {task.ref!r}: {_error_text(response)}")
+        task_id = int(response.json()["id"])
+        if task.completed:
+            done = await session.client.patch(
+                f"/api/{user}/tasks/{task_id}", json={"completed": True}, headers=session.headers(user)
+            )
+            if done.status_code != 200:
+                raise SetupError(f"completing {task.ref!r}: {_error_text(done)}")
+        ids[task.ref] = task_id
+    return ids
+
+
+async def _tasks(session: CaseSession, user: str) -> list[dict[str, Any]]:
+    response = await session.client.get(f"/api/{user}/tasks", params={"status": "all"}, headers=session.headers(user))
+    if response.status_code != 200:
+        raise SetupError(f"reading tasks: {_error_text(response)}")
+    tasks: list[dict[str, Any]] = response.json()
+    return tasks
+
+
+async def run_trial(case: Case, trial: int, target: Target, options: RunOptions) -> Transcript:
+    started = time.perf_counter()
+    async with target.session(with_other_user=bool(case.other_user_tasks)) as session:
+        transcript = Transcript(case_id=case.id, trial=trial, user_id=session.user, other_user_id=session.other_user)
+        try:
+            transcript.ids = await _seed(session, session.user, case.tasks)
+            if case.other_user_tasks:
+                assert session.other_user is not None
+                transcript.ids |= await _seed(session, session.other_user, case.other_user_tasks)
+            transcript.missing_id = MISSING_ID
+            while transcript.missing_id in transcript.ids.values():
+                transcript.missing_id += 1000
+            transcript.tasks_before = await _tasks(session, session.user)
+            if session.other_user:
+                transcript.other_tasks_before = await _tasks(session, session.other_user)
+        except (SetupError, httpx.HTTPError) as exc:
+            transcript.setup_error = str(exc) or type(exc).__name__
+            return transcript
+        ids = {**transcript.ids, MISSING_REF: transcript.missing_id}
+        for index, turn in enumerate(case.turns):
+            record = await _run_turn(session, transcript, index, render_user_text(turn.user, ids), options)
+            transcript.turns.append(record)
+            if record.status != 200:
+                break  # the conversation cannot go on meaningfully
+        transcript.wall_ms = (time.perf_counter() - started) * 1000
+        return transcript
+
+
+async def _run_turn(
+    session: CaseSession, transcript: Transcript, index: int, text: str, options: RunOptions
+) -> TurnRecord:
+    record = TurnRecord(index=index, user=text)
+    body: dict[str, Any] = {"message": text}
+    if transcript.conversation_id is not None:
+        body["conversation_id"] = transcript.conversation_id
+    stats = ModelCallStats()
+    token = TURN_STATS.set(stats)
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(options.turn_timeout):
+            response = await session.client.post(
+                f"/api/{session.user}/chat", json=body, headers=session.headers(session.user)
+            )
+        record.status = response.status_code
+        if response.status_code == 200:
+            payload = response.json()
+            transcript.conversation_id = payload.get("conversation_id")
+            record.response = payload.get("response")
+            record.tool_calls = [
+                ObservedCall(name=c.get("name", ""), arguments=c.get("arguments") or {}, result=c.get("result"))
+                for c in payload.get("tool_calls") or []
+            ]
+        else:
+            record.error = _error_text(response)
+            try:
+                details = response.json().get("error", {}).get("details") or {}
+                transcript.conversation_id = transcript.conversation_id or details.get("conversation_id")
+            except (ValueError, AttributeError):
+                pass
+    except TimeoutError:
+        record.error = f"timeout: no answer within {options.turn_timeout:g} s"
+    except httpx.HTTPError as exc:
+        record.error = f"{type(exc).__name__}: {exc}"
+    finally:
+        record.latency_ms = round((time.perf_counter() - started) * 1000, 1)
+        TURN_STATS.reset(token)
+    if stats.misses and record.status != 200 and record.error:
+        # The contract reports a model failure generically; say that it was the replay cache that had no answer.
+        record.error = f"replay cache miss ({stats.misses} model request(s) not in the cache): {record.error}"
+    record.model_calls = stats.calls
+    record.cache_hits = stats.hits
+    record.cache_misses = stats.misses
+    record.input_tokens = stats.input_tokens
+    record.output_tokens = stats.output_tokens
+    try:
+        record.tasks_after = await _tasks(session, session.user)
+        if session.other_user:
+            record.other_tasks_after = await _tasks(session, session.other_user)
+    except (SetupError, httpx.HTTPError) as exc:
+        record.error = record.error or f"reading tasks after the turn: {exc}"
+    return record
+
+
+async def run_suite(
+    cases: Sequence[Case],
+    target: Target,
+    options: RunOptions,
+    *,
+    on_result: Callable[[TrialOutcome], None] | None = None,
+) -> list[TrialOutcome]:
+    """Every case times every trial, `concurrency` at a time; results in (case, trial) order."""
+    semaphore = asyncio.Semaphore(max(1, options.concurrency))
+
+    async def one(case: Case, trial: int) -> TrialOutcome:
+        async with semaphore:
+            transcript = await run_trial(case, trial, target, options)
+        outcome = TrialOutcome(case, transcript, score_trial(case, transcript))
+        if on_result is not None:
+            on_result(outcome)
+        return outcome
+
+    jobs = [one(case, trial) for trial in range(1, options.trials + 1) for case in cases]
+    outcomes = await asyncio.gather(*jobs)
+    position = {case.id: index for index, case in enumerate(cases)}
+    return sorted(outcomes, key=lambda o: (position[o.case.id], o.transcript.trial))

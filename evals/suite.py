@@ -1,0 +1,225 @@
+"""One eval run, end to end: load and filter the dataset, build the target (and the model client's record/replay
+transport), run every case and trial, score, aggregate, and return the results document.
+
+The CLI, the deepeval test module, the self-tests and the bench all call `run_evals`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from backend.llm.provider import model_name
+from backend.llm.scripted import Responder, create_scripted_app
+from backend.settings import Settings, get_settings
+from evals.cache import CacheMode, RecordReplayTransport, ResponseCache
+from evals.dataset import DEFAULT_DATASET, PROJECT_ROOT, Dataset, load_dataset
+from evals.metrics import summarise
+from evals.results import RunInfo, RunResult, TrialResult, versions
+from evals.runner import RunOptions, TrialOutcome, run_suite
+from evals.target import InProcessTarget, RemoteTarget, Target, in_process_settings
+
+SCRIPTED_MODEL = "scripted"  # `--model scripted`: the rule-based reference agent, in-process
+CACHE_DIR = PROJECT_ROOT / "evals" / "cache"
+
+
+@dataclass
+class EvalConfig:
+    dataset: Path = DEFAULT_DATASET
+    tags: list[str] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)
+    trials: int = 1
+    concurrency: int = 4
+    turn_timeout: float = 120.0
+    prompt: Path | None = None
+    model: str | None = None  # None: the configured AGENT_MODEL
+    url: str | None = None
+    token_secret: str | None = None
+    token_file: Path | None = None
+    cache_mode: CacheMode = "off"
+    cache_file: Path | None = None  # None: evals/cache/<model>.jsonl
+    prune_cache: bool = False  # keep only the entries this run used (when refreshing a baseline)
+    responder: Responder | None = None  # the scripted model's policy (tests plant faults here)
+    model_delay: float = 0.0  # the scripted model answers after this many seconds (the bench)
+    model_transport: httpx.AsyncBaseTransport | None = None  # reach the model through this (bench, tests)
+    settings: Settings | None = None  # base settings; default: the environment's
+    deepeval: bool = True  # also score deepeval's strict ToolCorrectnessMetric
+
+    def validate(self) -> None:
+        if self.url and (self.prompt is not None or self.model is not None):
+            raise ValueError("--prompt and --model apply to the in-process backend; a deployed --url runs what it runs")
+        if self.url and self.cache_mode != "off":
+            raise ValueError("record/replay wraps the in-process model client; it cannot apply to --url")
+        if self.url and not (self.token_secret or self.token_file):
+            raise ValueError("--url needs --token-secret (HS256) or --tokens FILE")
+        if self.trials < 1 or self.concurrency < 1:
+            raise ValueError("--trials and --concurrency must be at least 1")
+
+
+def default_cache_file(settings: Settings) -> Path:
+    return CACHE_DIR / f"{model_name(settings)}.jsonl"
+
+
+def _scripted_settings(settings: Settings) -> Settings:
+    return settings.model_copy(
+        update={"agent_model": SCRIPTED_MODEL, "openai_base_url": "http://scripted.model/v1", "openai_api_key": "none"}
+    )
+
+
+def build_model_transport(config: EvalConfig, settings: Settings, cache: ResponseCache | None) -> RecordReplayTransport:
+    """The agent's model client transport: scripted in-process, the local llama.cpp server, or a hosted endpoint."""
+    before_live: Callable[[], Any] | None = None
+    inner: httpx.AsyncBaseTransport | None = config.model_transport
+    if inner is None and settings.agent_model == SCRIPTED_MODEL:
+        from backend.llm.scripted import Reply
+        from evals.reference_agent import reference_responder
+
+        responder = config.responder or reference_responder
+        if config.model_delay:
+            base, delay = responder, config.model_delay
+
+            def responder(request: dict[str, Any]) -> Reply:
+                reply = base(request)
+                reply.delay = max(reply.delay, delay)
+                return reply
+
+        inner = httpx.ASGITransport(app=create_scripted_app(responder))
+    elif settings.is_local_model:
+        # Started on the first live call: a full replay never needs the model (nor its 2 GB of RAM).
+        async def start_local_model() -> None:
+            from backend.llm.local_server import ensure_local_model_server
+
+            await asyncio.to_thread(ensure_local_model_server, settings)
+
+        before_live = start_local_model
+    return RecordReplayTransport(inner, cache, config.cache_mode, before_live_call=before_live)
+
+
+def select(config: EvalConfig) -> Dataset:
+    return load_dataset(config.dataset).select(tags=config.tags, ids=config.ids)
+
+
+async def run_evals(
+    config: EvalConfig,
+    *,
+    dataset: Dataset | None = None,
+    on_start: Callable[[int], None] | None = None,
+    on_result: Callable[[TrialOutcome], None] | None = None,
+) -> RunResult:
+    config.validate()
+    dataset = dataset if dataset is not None else select(config)
+    started_at = datetime.now(UTC)
+    started = time.perf_counter()
+    cache: ResponseCache | None = None
+    target: Target
+    if config.url:
+        target = RemoteTarget(
+            config.url, token_secret=config.token_secret, token_file=config.token_file, timeout=config.turn_timeout
+        )
+    else:
+        settings = in_process_settings(config.settings or get_settings(), prompt=config.prompt, model=config.model)
+        if settings.agent_model == SCRIPTED_MODEL:
+            settings = _scripted_settings(settings)
+        if config.cache_mode != "off":
+            cache = ResponseCache.load(config.cache_file or default_cache_file(settings))
+        transport = build_model_transport(config, settings, cache)
+        target = InProcessTarget(settings, transport, slots=config.concurrency)
+    options = RunOptions(trials=config.trials, concurrency=config.concurrency, turn_timeout=config.turn_timeout)
+    await target.start()
+    startup = time.perf_counter() - started
+    try:
+        if on_start is not None:
+            on_start(len(dataset) * config.trials)
+        outcomes = await run_suite(list(dataset.cases), target, options, on_result=on_result)
+    finally:
+        await target.close()
+    if (
+        cache is not None
+        and config.cache_mode in ("record", "replay-or-record")
+        and (cache.recorded or config.prune_cache)
+    ):
+        cache.save(prune=config.prune_cache)  # untouched when nothing was recorded (CI's working copy stays clean)
+    trials = [
+        TrialResult(
+            case_id=o.case.id,
+            trial=o.transcript.trial,
+            tags=list(o.case.tags),
+            case_fingerprint=o.case.fingerprint(),
+            transcript=o.transcript,
+            score=o.score,
+        )
+        for o in outcomes
+    ]
+    info = RunInfo(
+        run_id=started_at.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6],
+        started_at=started_at.isoformat(timespec="seconds"),
+        finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        wall_seconds=round(time.perf_counter() - started, 2),
+        startup_seconds=round(startup, 2),
+        target=target.describe(),
+        dataset={
+            "path": _relative(config.dataset),
+            "fingerprint": dataset.fingerprint(),
+            "cases": len(dataset),
+            "tags": config.tags,
+            "ids": config.ids,
+        },
+        options={
+            "trials": config.trials,
+            "concurrency": config.concurrency,
+            "turn_timeout": config.turn_timeout,
+        },
+        cache=({"mode": config.cache_mode, **cache.stats()} if cache is not None else {"mode": "off"}),
+        versions=versions(),
+    )
+    if cache is not None and info.cache is not None and info.cache.get("file"):
+        info.cache["file"] = _relative(Path(info.cache["file"]))
+    result = RunResult(info=info, metrics=summarise(trials), trials=trials)
+    if config.deepeval:
+        from evals.deepeval_metric import strict_tool_correctness_summary
+
+        result.deepeval = strict_tool_correctness_summary(result, dataset)
+    return result
+
+
+def rescore(result: RunResult, dataset: Dataset) -> RunResult:
+    """Score a run's transcripts again against the current case definitions (expectations changed, model answers
+    did not): trials of cases that no longer exist are dropped; metrics and the deepeval summary are recomputed."""
+    from evals.scorer import score_trial
+
+    cases = {c.id: c for c in dataset.cases}
+    trials = [
+        t.model_copy(
+            update={
+                "tags": list(cases[t.case_id].tags),
+                "case_fingerprint": cases[t.case_id].fingerprint(),
+                "score": score_trial(cases[t.case_id], t.transcript),
+            }
+        )
+        for t in result.trials
+        if t.case_id in cases
+    ]
+    info = result.info.model_copy(
+        update={"dataset": {**result.info.dataset, "fingerprint": dataset.fingerprint(), "rescored": True}}
+    )
+    rescored = RunResult(info=info, metrics=summarise(trials), trials=trials)
+    if result.deepeval is not None:
+        from evals.deepeval_metric import strict_tool_correctness_summary
+
+        rescored.deepeval = strict_tool_correctness_summary(rescored, dataset)
+    return rescored
+
+
+def _relative(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(PROJECT_ROOT))
+    except ValueError:
+        return str(path)

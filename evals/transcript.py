@@ -1,0 +1,57 @@
+"""What the runner observed for one trial of one case: the solver's output and the scorer's input."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class ObservedCall(BaseModel):
+    """One tool call as the chat contract reported it."""
+
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    result: Any = None
+
+
+class TurnRecord(BaseModel):
+    index: int
+    user: str  # the text sent, refs substituted
+    status: int | None = None  # HTTP status of the chat call (None: no answer)
+    response: str | None = None
+    tool_calls: list[ObservedCall] = Field(default_factory=list)
+    error: str | None = None  # transport failure, timeout or error body
+    latency_ms: float | None = None
+    tasks_after: list[dict[str, Any]] | None = None  # the user's tasks (tasks API) after the turn
+    other_tasks_after: list[dict[str, Any]] | None = None  # the other user's tasks, when the case has one
+    model_calls: int | None = None  # model requests made during the turn (in-process only)
+    cache_hits: int | None = None
+    cache_misses: int | None = None
+    input_tokens: int | None = None  # as reported by the model's `usage` (in-process only)
+    output_tokens: int | None = None
+
+
+class Transcript(BaseModel):
+    case_id: str
+    trial: int
+    user_id: str
+    other_user_id: str | None = None
+    ids: dict[str, int] = Field(default_factory=dict)  # seeded ref -> real task id
+    missing_id: int = 0
+    tasks_before: list[dict[str, Any]] = Field(default_factory=list)
+    other_tasks_before: list[dict[str, Any]] = Field(default_factory=list)
+    turns: list[TurnRecord] = Field(default_factory=list)
+    conversation_id: int | None = None
+    setup_error: str | None = None  # seeding failed: the case never ran
+    wall_ms: float | None = None
+
+
+def task_view(task: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a task that state checks look at (timestamps change on every run)."""
+    return {
+        "id": task.get("id"),
+        "title": task.get("title"),
+        "description": task.get("description"),
+        "completed": task.get("completed"),
+    }

@@ -1,0 +1,368 @@
+"""The Gradio Blocks: three tabs (chat, prompt, evals) wired to the handler modules.
+
+Everything a browser session changes lives in its `gr.State` (a `PlaygroundSession`); the context (chat service,
+settings, paths) is shared and holds no per-session data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+
+from backend.errors import ApiError
+from backend.prompts import load_prompt
+from evals.runner import TrialOutcome
+from playground import chat_handlers, eval_handlers, prompt_handlers
+from playground.context import PlaygroundContext
+from playground.session import MODEL_KINDS, ModelChoice, PlaygroundSession
+
+THEME = gr.themes.Soft()
+CSS = "#chat-column .message-wrap { font-size: 14px } footer { display: none !important }"
+TAB_IDS = ("chat", "prompt", "evals")
+
+
+def initial_session(ctx: PlaygroundContext) -> PlaygroundSession:
+    baseline = ctx.baseline_prompt_file
+    return PlaygroundSession(prompt_name=baseline.stem, prompt_text=load_prompt(baseline))
+
+
+def _ensure_user(ctx: PlaygroundContext, session: PlaygroundSession, request: gr.Request | None) -> None:
+    """Every handler re-derives the user: outside development a session can only act as its login."""
+    login = getattr(request, "username", None) if request is not None else None
+    requested = session.user_id if ctx.settings.environment == "development" else None
+    try:
+        session.user_id = chat_handlers.resolve_user(ctx.settings, requested, login)
+    except PermissionError as exc:
+        raise gr.Error(str(exc)) from exc
+
+
+def _raw(session: PlaygroundSession) -> dict[str, Any]:
+    return session.last_turn or {}
+
+
+def build_blocks(ctx: PlaygroundContext) -> gr.Blocks:
+    development = ctx.settings.environment == "development"
+    settings = ctx.settings
+    default_model_name = settings.agent_model if not settings.is_local_model else "local"
+
+    with gr.Blocks(title="todo-agent playground") as blocks:
+        state = gr.State(initial_session(ctx))
+        header = gr.Markdown("## todo-agent playground")
+
+        with gr.Tabs(elem_id="tabs") as tabs:
+            # ------------------------------------------------------------ chat
+            with gr.Tab("Chat", id="chat", elem_id="tab-chat"), gr.Row():
+                with gr.Column(scale=3, elem_id="chat-column"):
+                    chatbot = gr.Chatbot(
+                        label="Conversation",
+                        height=520,
+                        elem_id="chatbot",
+                        placeholder="Say what you need, e.g. *Add a task to buy groceries*.",
+                        feedback_options=None,
+                    )
+                    with gr.Row():
+                        message = gr.Textbox(
+                            show_label=False, placeholder="Message the assistant…", scale=5, elem_id="chat-input"
+                        )
+                        send_button = gr.Button("Send", variant="primary", scale=1, elem_id="send")
+                    with gr.Row():
+                        new_button = gr.Button("New conversation", size="sm")
+                        conversations = gr.Dropdown(
+                            label="Resume a conversation", choices=[], value=None, interactive=True, scale=3
+                        )
+                with gr.Column(scale=2):
+                    user_box = gr.Textbox(
+                        label="Acting as user" + ("" if development else " (your login)"),
+                        interactive=development,
+                        placeholder="any user id",
+                    )
+                    tasks = gr.Dataframe(
+                        value=pd.DataFrame(columns=chat_handlers.TASK_COLUMNS),
+                        label="Their tasks (refreshed after each turn)",
+                        interactive=False,
+                        wrap=True,
+                    )
+                    with gr.Accordion("Model", open=False):
+                        model_kind = gr.Radio(list(MODEL_KINDS), value="Server default", label="Model")
+                        base_url = gr.Textbox(label="Base URL", value=settings.openai_base_url or "", visible=False)
+                        model_name = gr.Textbox(
+                            label="Model name",
+                            value="" if settings.is_local_model else default_model_name,
+                            visible=False,
+                        )
+                        api_key = gr.Textbox(
+                            label="API key (empty: the configured one)", type="password", visible=False
+                        )
+                        temperature = gr.Slider(0.0, 1.5, value=settings.temperature, step=0.05, label="Temperature")
+                        model_note = gr.Markdown(f"Server default: `{default_model_name}`")
+                    with gr.Accordion("Last turn (raw JSON)", open=False):
+                        raw_json = gr.JSON(label="last turn")
+
+            # ------------------------------------------------------------ prompt
+            with gr.Tab("Prompt", id="prompt", elem_id="tab-prompt"):
+                with gr.Row():
+                    versions = gr.Dropdown(
+                        label="Prompt version",
+                        choices=list(prompt_handlers.prompt_files(ctx)),
+                        value=ctx.baseline_prompt_file.stem,
+                        scale=3,
+                    )
+                    load_button = gr.Button("Load", scale=1)
+                prompt_status = gr.Markdown()
+                editor = gr.Code(
+                    value=load_prompt(ctx.baseline_prompt_file),
+                    language="markdown",
+                    label="System prompt (used by the chat and the evals as you type)",
+                    lines=16,
+                    interactive=True,
+                    elem_id="prompt-editor",
+                )
+                with gr.Row():
+                    version_name = gr.Textbox(label="Save as new version", placeholder="system_v2", scale=3)
+                    save_button = gr.Button("Save version", variant="primary", scale=1)
+                gr.Markdown("### Diff against the baseline prompt")
+                diff = gr.HTML()
+
+            # ------------------------------------------------------------ evals
+            with gr.Tab("Evals", id="evals", elem_id="tab-evals"):
+                tags_box = gr.CheckboxGroup(
+                    eval_handlers.available_tags(ctx), value=["smoke"], label="Cases with any of these tags"
+                )
+                with gr.Row():
+                    run_button = gr.Button("Run evals with the current prompt and model", variant="primary")
+                    promote_button = gr.Button("Promote this run to baseline", variant="secondary")
+                summary = gr.Markdown("No run yet.")
+                view = gr.Radio(list(eval_handlers.RESULTS_VIEWS), value="All cases", label="Show")
+                results = gr.Dataframe(
+                    value=pd.DataFrame(columns=eval_handlers.RESULT_COLUMNS),
+                    label="Results (click a row for its transcript)",
+                    interactive=False,
+                    wrap=True,
+                    elem_id="eval-results",
+                )
+                chart = gr.Plot(label="Pass rate per tag, baseline vs candidate")
+                case_pick = gr.Dropdown(label="Case", choices=[], value=None)
+                case_detail = gr.HTML("<p>Pick a case in the table.</p>")
+                promote_note = gr.Markdown()
+
+        # ------------------------------------------------------------ handlers: session and chat
+        def refreshed(session: PlaygroundSession) -> tuple[pd.DataFrame, Any]:
+            choices = chat_handlers.conversation_choices(ctx, session.user_id)
+            return chat_handlers.task_table(ctx, session.user_id), gr.update(
+                choices=choices, value=session.conversation_id
+            )
+
+        def on_load(session: PlaygroundSession, request: gr.Request) -> tuple[Any, ...]:
+            _ensure_user(ctx, session, request)
+            tab = request.query_params.get("tab") if request is not None else None  # deep links: ?tab=evals
+            table, choices = refreshed(session)
+            who = f"acting as **{session.user_id}**" + (" (development: any user)" if development else "")
+            text = f"## todo-agent playground\n{who} · prompt `{session.prompt_name}`"
+            selected = gr.Tabs(selected=tab) if tab in TAB_IDS else gr.skip()
+            return (session, session.user_id, table, choices, text, selected,
+                    prompt_handlers.status_line(ctx, session), prompt_handlers.diff_html(ctx, session.prompt_text))  # fmt: skip
+
+        blocks.load(
+            on_load,
+            inputs=[state],
+            outputs=[state, user_box, tasks, conversations, header, tabs, prompt_status, diff],
+            api_visibility="private",
+        )
+
+        def on_user(user: str, session: PlaygroundSession, request: gr.Request) -> tuple[Any, ...]:
+            previous = session.user_id
+            session.user_id = user
+            _ensure_user(ctx, session, request)
+            if session.user_id == previous:  # a blur without a change keeps the conversation
+                return session, gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            chat_handlers.new_conversation(session)
+            table, choices = refreshed(session)
+            return session, session.messages, table, choices, {}
+
+        user_box.submit(
+            on_user, [user_box, state], [state, chatbot, tasks, conversations, raw_json], api_visibility="private"
+        )
+        user_box.blur(
+            on_user, [user_box, state], [state, chatbot, tasks, conversations, raw_json], api_visibility="private"
+        )
+
+        async def on_send(text: str, session: PlaygroundSession, request: gr.Request) -> AsyncIterator[tuple[Any, ...]]:
+            _ensure_user(ctx, session, request)
+            async for updated in chat_handlers.send(ctx, session, text):
+                yield updated.messages, "", updated, gr.skip(), gr.skip(), gr.skip()
+            table, choices = refreshed(session)
+            yield session.messages, "", session, table, _raw(session), choices
+
+        chat_outputs = [chatbot, message, state, tasks, raw_json, conversations]
+        send_event = dict(fn=on_send, inputs=[message, state], outputs=chat_outputs, concurrency_limit=8)
+        message.submit(**send_event, api_name="chat")  # type: ignore[arg-type]
+        send_button.click(**send_event, api_visibility="private")  # type: ignore[arg-type]
+
+        async def on_retry(session: PlaygroundSession, request: gr.Request) -> AsyncIterator[tuple[Any, ...]]:
+            _ensure_user(ctx, session, request)
+            async for updated in chat_handlers.retry(ctx, session):
+                yield updated.messages, gr.skip(), updated, gr.skip(), gr.skip(), gr.skip()
+            table, choices = refreshed(session)
+            yield session.messages, gr.skip(), session, table, _raw(session), choices
+
+        chatbot.retry(on_retry, [state], chat_outputs, api_name="retry", concurrency_limit=8)
+
+        async def on_undo(session: PlaygroundSession, request: gr.Request) -> tuple[Any, ...]:
+            _ensure_user(ctx, session, request)
+            try:
+                session, text = await chat_handlers.undo(ctx, session)
+            except ApiError as exc:
+                raise gr.Error(exc.message) from exc
+            table, choices = refreshed(session)
+            return session.messages, text, session, table, {}, choices
+
+        chatbot.undo(on_undo, [state], chat_outputs, api_name="undo")
+
+        def on_new(session: PlaygroundSession, request: gr.Request) -> tuple[Any, ...]:
+            _ensure_user(ctx, session, request)
+            chat_handlers.new_conversation(session)
+            table, choices = refreshed(session)
+            return session.messages, "", session, table, {}, choices
+
+        new_button.click(on_new, [state], chat_outputs, api_name="new_conversation")
+
+        def on_resume(conversation_id: int | None, session: PlaygroundSession, request: gr.Request) -> tuple[Any, ...]:
+            _ensure_user(ctx, session, request)
+            try:
+                chat_handlers.resume(ctx, session, conversation_id)
+            except ApiError as exc:
+                raise gr.Error(exc.message) from exc
+            table, choices = refreshed(session)
+            return session.messages, gr.skip(), session, table, {}, choices
+
+        conversations.input(on_resume, [conversations, state], chat_outputs, api_name="resume")
+
+        def on_model(
+            kind_label: str, url: str, name: str, key: str, temp: float, session: PlaygroundSession
+        ) -> tuple[Any, ...]:
+            kind = MODEL_KINDS.get(kind_label, "default")
+            session.model = ModelChoice(kind=kind, base_url=url, name=name, api_key=key, temperature=temp)
+            hosted = kind == "openai"
+            return (session, gr.update(visible=hosted), gr.update(visible=hosted), gr.update(visible=hosted),
+                    f"Turns and eval runs use: **{session.model.describe()}**, temperature {temp}")  # fmt: skip
+
+        model_inputs = [model_kind, base_url, model_name, api_key, temperature, state]
+        model_outputs = [state, base_url, model_name, api_key, model_note]
+        for control in (model_kind, base_url, model_name, api_key, temperature):
+            control.change(on_model, model_inputs, model_outputs, api_visibility="private")
+
+        # ------------------------------------------------------------ handlers: prompt
+        def prompt_views(session: PlaygroundSession) -> tuple[str, str]:
+            return prompt_handlers.status_line(ctx, session), prompt_handlers.diff_html(ctx, session.prompt_text)
+
+        def on_load_prompt(name: str, session: PlaygroundSession) -> tuple[Any, ...]:
+            try:
+                prompt_handlers.load(ctx, session, name)
+            except ValueError as exc:
+                raise gr.Error(str(exc)) from exc
+            return (session, session.prompt_text, *prompt_views(session))
+
+        load_button.click(
+            on_load_prompt, [versions, state], [state, editor, prompt_status, diff], api_name="load_prompt"
+        )
+
+        def on_edit(text: str, session: PlaygroundSession) -> tuple[Any, ...]:
+            prompt_handlers.edit(ctx, session, text)
+            return (session, *prompt_views(session))
+
+        editor.change(on_edit, [editor, state], [state, prompt_status, diff], api_name="edit_prompt")
+
+        def on_save(name: str, text: str, session: PlaygroundSession) -> tuple[Any, ...]:
+            try:
+                path = prompt_handlers.save_version(ctx, session, name, text)
+            except (ValueError, FileExistsError) as exc:
+                raise gr.Error(str(exc)) from exc
+            gr.Info(f"saved {path.name}: commit it to keep it")
+            choices = gr.update(choices=list(prompt_handlers.prompt_files(ctx)), value=session.prompt_name)
+            return (session, choices, "", *prompt_views(session))
+
+        save_button.click(
+            on_save,
+            [version_name, editor, state],
+            [state, versions, version_name, prompt_status, diff],
+            api_name="save_prompt",
+        )
+
+        # ------------------------------------------------------------ handlers: evals
+        def eval_views(session: PlaygroundSession, view_label: str) -> tuple[Any, ...]:
+            ids = eval_handlers.case_ids(session)
+            return (
+                eval_handlers.summary_markdown(session),
+                eval_handlers.results_frame(session, eval_handlers.RESULTS_VIEWS.get(view_label, "all")),
+                eval_handlers.pass_rate_figure(session),
+                gr.update(choices=ids, value=None),
+                "<p>Pick a case in the table.</p>",
+            )
+
+        async def on_run(
+            tags: list[str], view_label: str, session: PlaygroundSession, progress: gr.Progress = gr.Progress()
+        ) -> tuple[Any, ...]:
+            if not tags:
+                raise gr.Error("pick at least one tag")
+            counts = {"done": 0, "total": 0, "failed": 0}
+            progress(0, desc="starting the eval run")
+
+            def on_start(total: int) -> None:
+                counts["total"] = total
+
+            def on_result(outcome: TrialOutcome) -> None:
+                counts["done"] += 1
+                counts["failed"] += not outcome.score.passed
+                progress(
+                    (counts["done"], counts["total"] or None),
+                    desc=f"{outcome.case.id}: {'pass' if outcome.score.passed else 'FAIL'} ({counts['failed']} failed)",
+                )
+
+            try:
+                await eval_handlers.run(ctx, session, tags, on_start=on_start, on_result=on_result)
+            except (ValueError, OSError, RuntimeError) as exc:
+                raise gr.Error(f"the run could not complete: {exc}") from exc
+            return (session, *eval_views(session, view_label))
+
+        eval_outputs = [summary, results, chart, case_pick, case_detail]
+        run_button.click(
+            on_run,
+            [tags_box, view, state],
+            [state, *eval_outputs],
+            api_name="run_evals",
+            concurrency_limit=1,
+            concurrency_id="evals",  # one run at a time on this machine: the model is the bottleneck
+        )
+
+        def on_view(view_label: str, session: PlaygroundSession) -> pd.DataFrame:
+            return eval_handlers.results_frame(session, eval_handlers.RESULTS_VIEWS.get(view_label, "all"))
+
+        view.change(on_view, [view, state], [results], api_name="filter_results")
+
+        def on_case(case_id: str | None, session: PlaygroundSession) -> str:
+            return eval_handlers.case_detail_html(ctx, session, case_id)
+
+        case_pick.change(on_case, [case_pick, state], [case_detail], api_name="case_detail")
+
+        def on_row(table: pd.DataFrame, event: gr.SelectData) -> Any:
+            index = event.index[0] if isinstance(event.index, list | tuple) else event.index
+            if table is None or not isinstance(index, int) or index >= len(table):
+                return gr.skip()
+            return gr.update(value=str(table.iloc[index, 0]))
+
+        results.select(on_row, [results], [case_pick], api_visibility="private")
+
+        def on_promote(session: PlaygroundSession) -> tuple[Any, ...]:
+            try:
+                note = eval_handlers.promote(ctx, session)
+            except ValueError as exc:
+                raise gr.Error(str(exc)) from exc
+            return session, note
+
+        promote_button.click(on_promote, [state], [state, promote_note], api_name="promote")
+
+    blocks.queue(default_concurrency_limit=4)
+    return blocks

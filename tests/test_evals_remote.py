@@ -1,0 +1,57 @@
+"""The runner against a deployed backend (`--url`): real sockets, tokens minted per fresh user or read from a file,
+and `GET /api/info` recorded."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from backend import db
+from backend.auth import mint_token
+from backend.llm.provider import build_model
+from backend.llm.scripted import asgi_http_client, create_scripted_app
+from backend.main import create_app
+from evals.reference_agent import reference_responder
+from evals.suite import EvalConfig, run_evals
+from tests.conftest import TEST_SECRET, make_settings
+from tests.live_server import serve
+
+IDS = ["ref-complete-by-id", "xuser-delete-other-id", "chat-hello"]
+
+
+@pytest.fixture
+def deployed(tmp_path: Path):  # type: ignore[no-untyped-def]
+    settings = make_settings(tmp_path, rate_limit_per_minute=100_000)
+    model = build_model(settings, http_client=asgi_http_client(create_scripted_app(reference_responder)))
+
+    async def ok() -> bool:
+        return True
+
+    app = create_app(settings, model=model, model_check=ok, migrate=False)
+    db.upgrade(app.state.engine)
+    with serve(app) as url:
+        yield url, settings
+
+
+async def test_url_with_minted_tokens(deployed) -> None:  # type: ignore[no-untyped-def]
+    url, _ = deployed
+    result = await run_evals(EvalConfig(url=url, token_secret=TEST_SECRET, ids=IDS, concurrency=2, deepeval=False))
+    assert result.info.target["kind"] == "url" and result.info.target["url"] == url
+    assert result.info.target["model"] == "scripted" and len(result.info.target["prompt_version"]) == 12
+    assert {t.case_id: t.passed for t in result.trials} == dict.fromkeys(IDS, True)
+    users = {t.transcript.user_id for t in result.trials}
+    assert len(users) == len(IDS)  # a fresh user per case
+    assert result.trials[0].transcript.turns[0].model_calls == 0  # nothing is counted on a remote model
+
+
+async def test_url_with_a_token_file_clears_pooled_users(deployed, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    url, settings = deployed
+    tokens = {user: mint_token(settings, user) for user in ("pool-a", "pool-b", "pool-c")}
+    token_file = tmp_path / "tokens.json"
+    token_file.write_text(json.dumps(tokens))
+    config = EvalConfig(url=url, token_file=token_file, ids=IDS, trials=2, concurrency=1, deepeval=False)
+    result = await run_evals(config)
+    assert all(t.passed for t in result.trials), [t.score.failures for t in result.trials if not t.passed]
+    assert {t.transcript.user_id for t in result.trials} <= set(tokens)

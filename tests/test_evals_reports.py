@@ -1,0 +1,56 @@
+"""Reports render from a real (scripted) run: Markdown, self-contained HTML with a chart per tag, JUnit XML."""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from evals.compare import compare, gate
+from evals.reports import render_html, render_junit, render_markdown
+from evals.results import RunResult
+from evals.suite import run_evals
+from tests.evals_support import delete_instead_of_complete, scripted_config
+
+
+async def test_reports_render(tmp_path: Path) -> None:
+    base = await run_evals(scripted_config(tmp_path / "a", tags=["smoke", "complete"]))
+    cand = await run_evals(scripted_config(tmp_path / "b", delete_instead_of_complete(), tags=["smoke", "complete"]))
+    comparison = compare(base, cand)
+    verdict = gate(cand, comparison, min_pass=0.9)
+
+    markdown = render_markdown(cand, comparison=comparison, gate=verdict)
+    assert "| case pass rate |" in markdown and "## By tag" in markdown and "### Regressions (" in markdown
+    assert "**wrong_tool**" in markdown and "delete_task" in markdown
+
+    html = render_html(cand, comparison=comparison, gate=verdict)
+    assert html.startswith("<!doctype html>")
+    assert not re.search(r"""(src|href)=["']?https?:""", html), "must be self-contained"
+    assert "<script" not in html
+    tags = {tag for t in cand.trials for tag in t.tags}
+    assert html.count('<div class="tag">') == len(tags)  # a chart per tag
+    assert html.count("<svg") >= 2 * len(tags)
+    assert "Failing transcripts" in html and "ref-complete-by-id" in html
+
+    root = ET.fromstring(render_junit(cand, comparison=comparison))
+    cases = root.findall(".//testsuite[1]/testcase")
+    assert len(cases) == len(cand.trials)
+    failing = {c.get("name") for c in root.iter("testcase") if c.find("failure") is not None}
+    assert "ref-complete-by-id" in failing
+    regression_suite = root.findall("testsuite")[1]
+    assert regression_suite.get("failures") == str(len(comparison.regressions))
+
+
+async def test_results_file_round_trips(tmp_path: Path) -> None:
+    result = await run_evals(scripted_config(tmp_path, ids=["ref-add-groceries", "chat-hello"], deepeval=True))
+    path = tmp_path / "results.json"
+    result.save(path)
+    loaded = RunResult.load(path)
+    assert loaded == result
+    info = loaded.info
+    assert info.target["model"] == "scripted" and len(info.target["prompt_version"]) == 12
+    assert info.target["prompt_sha256"] and info.dataset["fingerprint"] and info.versions["todo-agent"]
+    turn = next(t for t in loaded.trials if t.case_id == "ref-add-groceries").transcript.turns[0]
+    assert turn.tool_calls[0].name == "add_task" and turn.tasks_after and turn.model_calls == 2
+    assert turn.input_tokens == 20  # the scripted model reports usage: 10 prompt tokens a call
+    assert loaded.deepeval is not None and "tool_correctness_strict_mean" in loaded.deepeval
