@@ -135,6 +135,7 @@ class ResponseCache:
     path: Path | None
     entries: dict[str, dict[str, Any]] = field(default_factory=dict)
     used: set[str] = field(default_factory=set)
+    new: set[str] = field(default_factory=set)  # recorded by this run
     hits: int = 0
     misses: int = 0
     recorded: int = 0
@@ -162,6 +163,7 @@ class ResponseCache:
     def put(self, key: str, entry: dict[str, Any]) -> None:
         self.entries[key] = {"key": key, **entry}
         self.used.add(key)
+        self.new.add(key)
         self.recorded += 1
 
     def save(self, *, prune: bool = False) -> None:

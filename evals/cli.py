@@ -51,6 +51,14 @@ TrialsOpt = Annotated[int, typer.Option("--trials", min=1, help="Trials per case
 ConcurrencyOpt = Annotated[
     int, typer.Option("--concurrency", min=1, help="Cases run at once (the local model serialises: use 1-2).")
 ]
+WorkersOpt = Annotated[
+    int,
+    typer.Option(
+        "--workers",
+        min=1,
+        help="Processes to spread in-process cases over (helps CPU-bound runs such as replays when cores are free).",
+    ),
+]
 TimeoutOpt = Annotated[float, typer.Option("--turn-timeout", help="Seconds one turn may take.")]
 PromptOpt = Annotated[
     Path | None,
@@ -100,7 +108,7 @@ def _split(values: list[str] | None) -> list[str]:
 def _config(
     dataset: Path, tags: list[str] | None, ids: list[str] | None, trials: int, concurrency: int, turn_timeout: float,
     prompt: Path | None, model: str | None, url: str | None, token_secret: str | None, tokens: Path | None,
-    cache: str, cache_file: Path | None, deepeval: bool, prune_cache: bool = False,
+    cache: str, cache_file: Path | None, deepeval: bool, prune_cache: bool = False, workers: int = 1,
 ) -> EvalConfig:  # fmt: skip
     if cache not in CACHE_MODES:
         raise typer.BadParameter(f"--cache must be one of {', '.join(CACHE_MODES)}")
@@ -108,6 +116,7 @@ def _config(
         dataset=dataset, tags=_split(tags), ids=_split(ids), trials=trials, concurrency=concurrency,
         turn_timeout=turn_timeout, prompt=prompt, model=model, url=url, token_secret=token_secret, token_file=tokens,
         cache_mode=cache, cache_file=cache_file, prune_cache=prune_cache, deepeval=deepeval,  # type: ignore[arg-type]
+        workers=workers,
     )  # fmt: skip
     try:
         config.validate()
@@ -184,6 +193,7 @@ def run_command(
     ids: IdsOpt = None,
     trials: TrialsOpt = 1,
     concurrency: ConcurrencyOpt = 4,
+    workers: WorkersOpt = 1,
     turn_timeout: TimeoutOpt = 120.0,
     prompt: PromptOpt = None,
     model: ModelOpt = None,
@@ -211,7 +221,7 @@ def run_command(
     4 invalid dataset/baseline; 5 run could not complete (or a miss in strict --cache replay).
     """
     config = _config(dataset, tags, ids, trials, concurrency, turn_timeout, prompt, model, url, token_secret, tokens,
-                     cache, cache_file, deepeval)  # fmt: skip
+                     cache, cache_file, deepeval, workers=workers)  # fmt: skip
     base = _load_results(baseline) if baseline else None
     result = _run(config)
     comparison = compare(base, result) if base else None
@@ -267,6 +277,7 @@ def baseline_command(
     dataset: DatasetOpt = DEFAULT_DATASET,
     trials: TrialsOpt = 1,
     concurrency: ConcurrencyOpt = 2,
+    workers: WorkersOpt = 1,
     turn_timeout: TimeoutOpt = 180.0,
     prompt: PromptOpt = None,
     model: ModelOpt = None,
@@ -286,7 +297,7 @@ def baseline_command(
                 raise typer.Exit(ExitCode.DATASET_INVALID) from exc
     else:
         config = _config(dataset, None, None, trials, concurrency, turn_timeout, prompt, model, None, None, None,
-                         cache, cache_file, deepeval, prune_cache=True)  # fmt: skip
+                         cache, cache_file, deepeval, prune_cache=True, workers=workers)  # fmt: skip
         result = _run(config)
         _write_reports(result, DEFAULT_OUT / result.info.run_id, None, None)
     if to.exists():

@@ -150,6 +150,7 @@ async def _run_turn(
         # The contract reports a model failure generically; say that it was the replay cache that had no answer.
         record.error = f"replay cache miss ({stats.misses} model request(s) not in the cache): {record.error}"
     record.model_calls = stats.calls
+    record.model_latency_ms = round(stats.latency_s * 1000, 1)
     record.cache_hits = stats.hits
     record.cache_misses = stats.misses
     record.input_tokens = stats.input_tokens

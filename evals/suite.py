@@ -37,7 +37,8 @@ class EvalConfig:
     tags: list[str] = field(default_factory=list)
     ids: list[str] = field(default_factory=list)
     trials: int = 1
-    concurrency: int = 4
+    concurrency: int = 4  # cases at once, over all workers
+    workers: int = 1  # processes (in-process runs): the runner is CPU-bound Python, one process fills one core
     turn_timeout: float = 120.0
     prompt: Path | None = None
     model: str | None = None  # None: the configured AGENT_MODEL
@@ -48,8 +49,6 @@ class EvalConfig:
     cache_file: Path | None = None  # None: evals/cache/<model>.jsonl
     prune_cache: bool = False  # keep only the entries this run used (when refreshing a baseline)
     responder: Responder | None = None  # the scripted model's policy (tests plant faults here)
-    model_delay: float = 0.0  # the scripted model answers after this many seconds (the bench)
-    model_transport: httpx.AsyncBaseTransport | None = None  # reach the model through this (bench, tests)
     settings: Settings | None = None  # base settings; default: the environment's
     deepeval: bool = True  # also score deepeval's strict ToolCorrectnessMetric
 
@@ -60,8 +59,8 @@ class EvalConfig:
             raise ValueError("record/replay wraps the in-process model client; it cannot apply to --url")
         if self.url and not (self.token_secret or self.token_file):
             raise ValueError("--url needs --token-secret (HS256) or --tokens FILE")
-        if self.trials < 1 or self.concurrency < 1:
-            raise ValueError("--trials and --concurrency must be at least 1")
+        if self.trials < 1 or self.concurrency < 1 or self.workers < 1:
+            raise ValueError("--trials, --concurrency and --workers must be at least 1")
 
 
 def default_cache_file(settings: Settings) -> Path:
@@ -77,21 +76,11 @@ def _scripted_settings(settings: Settings) -> Settings:
 def build_model_transport(config: EvalConfig, settings: Settings, cache: ResponseCache | None) -> RecordReplayTransport:
     """The agent's model client transport: scripted in-process, the local llama.cpp server, or a hosted endpoint."""
     before_live: Callable[[], Any] | None = None
-    inner: httpx.AsyncBaseTransport | None = config.model_transport
-    if inner is None and settings.agent_model == SCRIPTED_MODEL:
-        from backend.llm.scripted import Reply
+    inner: httpx.AsyncBaseTransport | None = None  # None: real HTTP to the configured endpoint
+    if settings.agent_model == SCRIPTED_MODEL:
         from evals.reference_agent import reference_responder
 
-        responder = config.responder or reference_responder
-        if config.model_delay:
-            base, delay = responder, config.model_delay
-
-            def responder(request: dict[str, Any]) -> Reply:
-                reply = base(request)
-                reply.delay = max(reply.delay, delay)
-                return reply
-
-        inner = httpx.ASGITransport(app=create_scripted_app(responder))
+        inner = httpx.ASGITransport(app=create_scripted_app(config.responder or reference_responder))
     elif settings.is_local_model:
         # Started on the first live call: a full replay never needs the model (nor its 2 GB of RAM).
         async def start_local_model() -> None:
@@ -107,16 +96,24 @@ def select(config: EvalConfig) -> Dataset:
     return load_dataset(config.dataset).select(tags=config.tags, ids=config.ids)
 
 
-async def run_evals(
+@dataclass
+class LocalRun:
+    """What one process's share of a run produced (see `evals.parallel` for several processes)."""
+
+    outcomes: list[TrialOutcome]
+    target: dict[str, Any]
+    startup_seconds: float
+    cache: ResponseCache | None
+
+
+async def run_here(
     config: EvalConfig,
+    dataset: Dataset,
     *,
-    dataset: Dataset | None = None,
     on_start: Callable[[int], None] | None = None,
     on_result: Callable[[TrialOutcome], None] | None = None,
-) -> RunResult:
-    config.validate()
-    dataset = dataset if dataset is not None else select(config)
-    started_at = datetime.now(UTC)
+) -> LocalRun:
+    """Run `dataset` in this process: build the target, run every case and trial, close the target."""
     started = time.perf_counter()
     cache: ResponseCache | None = None
     target: Target
@@ -141,6 +138,27 @@ async def run_evals(
         outcomes = await run_suite(list(dataset.cases), target, options, on_result=on_result)
     finally:
         await target.close()
+    return LocalRun(outcomes, target.describe(), startup, cache)
+
+
+async def run_evals(
+    config: EvalConfig,
+    *,
+    dataset: Dataset | None = None,
+    on_start: Callable[[int], None] | None = None,
+    on_result: Callable[[TrialOutcome], None] | None = None,
+) -> RunResult:
+    config.validate()
+    dataset = dataset if dataset is not None else select(config)
+    started_at = datetime.now(UTC)
+    started = time.perf_counter()
+    if config.workers > 1 and not config.url:
+        from evals.parallel import run_in_workers
+
+        run = await run_in_workers(config, dataset, on_start=on_start, on_result=on_result)
+    else:
+        run = await run_here(config, dataset, on_start=on_start, on_result=on_result)
+    outcomes, cache, startup = run.outcomes, run.cache, run.startup_seconds
     if (
         cache is not None
         and config.cache_mode in ("record", "replay-or-record")
@@ -164,7 +182,7 @@ async def run_evals(
         finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
         wall_seconds=round(time.perf_counter() - started, 2),
         startup_seconds=round(startup, 2),
-        target=target.describe(),
+        target=run.target,
         dataset={
             "path": _relative(config.dataset),
             "fingerprint": dataset.fingerprint(),
@@ -175,6 +193,7 @@ async def run_evals(
         options={
             "trials": config.trials,
             "concurrency": config.concurrency,
+            "workers": config.workers,
             "turn_timeout": config.turn_timeout,
         },
         cache=({"mode": config.cache_mode, **cache.stats()} if cache is not None else {"mode": "off"}),

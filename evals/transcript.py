@@ -26,6 +26,7 @@ class TurnRecord(BaseModel):
     tasks_after: list[dict[str, Any]] | None = None  # the user's tasks (tasks API) after the turn
     other_tasks_after: list[dict[str, Any]] | None = None  # the other user's tasks, when the case has one
     model_calls: int | None = None  # model requests made during the turn (in-process only)
+    model_latency_ms: float | None = None  # time spent waiting on the live model (replayed answers: ~0)
     cache_hits: int | None = None
     cache_misses: int | None = None
     input_tokens: int | None = None  # as reported by the model's `usage` (in-process only)

@@ -1,0 +1,150 @@
+"""Split an in-process run across worker processes (`--workers N`).
+
+The runner drives the real backend in-process, so its per-case cost (HTTP, FastAPI, the Agents SDK, SQLite) is Python
+on one core; past a few concurrent cases a single process is CPU-bound while the model sits idle. Each worker is a
+fresh interpreter (spawned: nothing half-initialised is inherited) running its share of the cases with its own app
+slots and databases; it streams each finished trial back, so progress and `on_result` work as in one process, and
+hands back what it recorded so the parent writes the cache file once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing
+import queue as queue_module
+import time
+from dataclasses import replace
+from typing import Any
+
+from evals.cache import ResponseCache
+from evals.dataset import Case, Dataset
+from evals.runner import TrialOutcome
+from evals.scorer import TrialScore
+from evals.suite import EvalConfig, LocalRun, default_cache_file, run_here
+from evals.target import in_process_settings
+from evals.transcript import Transcript
+
+
+def _worker(config: EvalConfig, cases: list[dict[str, Any]], messages: Any) -> None:
+    """A child process: run `cases`, report each trial, then what the cache learned."""
+    try:
+        dataset = Dataset(tuple(Case.model_validate(c) for c in cases))
+
+        def on_start(total: int) -> None:
+            messages.put(("started", total))
+
+        def on_result(outcome: TrialOutcome) -> None:
+            messages.put(
+                ("result", outcome.case.id, outcome.transcript.model_dump_json(), outcome.score.model_dump_json())
+            )
+
+        run = asyncio.run(run_here(config, dataset, on_start=on_start, on_result=on_result))
+        cache = run.cache
+        learned = (
+            {
+                "new": {k: cache.entries[k] for k in cache.new},
+                "used": sorted(cache.used),
+                "hits": cache.hits,
+                "misses": cache.misses,
+            }
+            if cache is not None
+            else None
+        )
+        messages.put(("done", run.target, run.startup_seconds, learned))
+    except BaseException as exc:  # reported to the parent, which raises it
+        messages.put(("failed", f"{type(exc).__name__}: {exc}"))
+        raise
+
+
+async def run_in_workers(
+    config: EvalConfig,
+    dataset: Dataset,
+    *,
+    on_start: Any = None,
+    on_result: Any = None,
+) -> LocalRun:
+    workers = min(config.workers, max(1, len(dataset)))
+    shares = [
+        [c.model_dump(mode="json", exclude_unset=True) for c in dataset.cases[i::workers]] for i in range(workers)
+    ]
+    per_worker = replace(config, workers=1, concurrency=max(1, -(-config.concurrency // workers)), deepeval=False)
+    # The parent writes the cache file once, from what the workers learned.
+    per_worker = replace(per_worker, prune_cache=False)
+    began = time.perf_counter()
+    startup = 0.0
+    context = multiprocessing.get_context("spawn")
+    messages = context.Queue()
+    processes = [context.Process(target=_worker, args=(per_worker, share, messages), daemon=True) for share in shares]
+    for process in processes:
+        process.start()
+    cases = {c.id: c for c in dataset.cases}
+    outcomes: list[TrialOutcome] = []
+    targets: list[dict[str, Any]] = []
+    learned: list[dict[str, Any]] = []
+    started = 0
+    done = 0
+    try:
+        while done < workers:
+            try:
+                message = await asyncio.to_thread(messages.get, True, 1.0)
+            except queue_module.Empty:
+                dead = [p for p in processes if p.exitcode not in (None, 0)]
+                if dead:
+                    raise RuntimeError(f"an eval worker exited with code {dead[0].exitcode}") from None
+                continue
+            kind = message[0]
+            if kind == "started":
+                started += 1
+                if started == workers:
+                    startup = time.perf_counter() - began  # interpreters spawned, apps built: the run begins
+                    if on_start is not None:
+                        on_start(len(dataset) * config.trials)
+            elif kind == "result":
+                _, case_id, transcript, score = message
+                outcome = TrialOutcome(
+                    cases[case_id], Transcript.model_validate_json(transcript), TrialScore.model_validate_json(score)
+                )
+                outcomes.append(outcome)
+                if on_result is not None:
+                    on_result(outcome)
+            elif kind == "done":
+                _, target, _child_startup, cache_part = message
+                targets.append(target)
+                if cache_part is not None:
+                    learned.append(cache_part)
+                done += 1
+            elif kind == "failed":
+                raise RuntimeError(f"an eval worker failed: {message[1]}")
+    finally:
+        for process in processes:
+            process.join(timeout=10)
+            if process.is_alive():
+                process.terminate()
+        with contextlib.suppress(Exception):
+            messages.close()
+    position = {case.id: index for index, case in enumerate(dataset.cases)}
+    outcomes.sort(key=lambda o: (position[o.case.id], o.transcript.trial))
+    return LocalRun(outcomes, targets[0], startup, _merged_cache(config, learned))
+
+
+def _merged_cache(config: EvalConfig, learned: list[dict[str, Any]]) -> ResponseCache | None:
+    if config.cache_mode == "off":
+        return None
+    settings = in_process_settings(config.settings or _default_settings(), prompt=config.prompt, model=config.model)
+    cache = ResponseCache.load(config.cache_file or default_cache_file(settings))
+    for part in learned:
+        for key, entry in part["new"].items():
+            cache.entries[key] = entry
+            cache.new.add(key)
+            cache.recorded += 1
+        cache.used.update(part["used"])
+        cache.hits += part["hits"]
+        cache.misses += part["misses"]
+    return cache
+
+
+def _default_settings() -> Any:
+    from backend.settings import get_settings
+
+    return get_settings()
