@@ -14,6 +14,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from filelock import FileLock
 from sqlalchemy import Engine, event, text
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session, create_engine
@@ -68,9 +69,33 @@ def alembic_config(engine: Engine) -> Config:
     return config
 
 
+# An arbitrary constant: the PostgreSQL advisory lock id our migrations hold.
+_MIGRATION_LOCK_ID = 0x70D0A6E7
+
+
+@contextmanager
+def _migration_lock(engine: Engine) -> Iterator[None]:
+    """Serialise migrations across processes: every uvicorn worker migrates at start, at the same moment."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as connection:
+            connection.execute(text("SELECT pg_advisory_lock(:id)"), {"id": _MIGRATION_LOCK_ID})
+            try:
+                yield
+            finally:
+                connection.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": _MIGRATION_LOCK_ID})
+        return
+    database = engine.url.database
+    if engine.dialect.name == "sqlite" and database and database != ":memory:":
+        with FileLock(f"{database}.migrate.lock", timeout=120):
+            yield
+        return
+    yield
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Apply migrations; safe to call at every start (Alembic serialises on its version table)."""
-    command.upgrade(alembic_config(engine), revision)
+    """Apply migrations; safe to call at every start, from any number of processes at once."""
+    with _migration_lock(engine):
+        command.upgrade(alembic_config(engine), revision)
 
 
 def ping(engine: Engine) -> None:

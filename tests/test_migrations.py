@@ -227,3 +227,25 @@ def test_models_match_the_migrations(fresh_engine: Engine) -> None:
     """`alembic check`: autogenerate against a database at head finds nothing to write."""
     db.upgrade(fresh_engine)
     assert schema_diff(fresh_engine) == [], "models and migrations differ: write a migration"
+
+
+def _upgrade_in_a_process(url: str) -> None:
+    from backend import db as backend_db
+    from backend.settings import Settings
+
+    engine = backend_db.build_engine(Settings(_env_file=None, database_url=url))  # type: ignore[call-arg]
+    backend_db.upgrade(engine)
+    engine.dispose()
+
+
+def test_workers_migrating_at_the_same_moment_all_succeed(database_url: str) -> None:
+    """Every uvicorn worker runs the migrations in its lifespan; four at once must not trip over each other."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    processes = [context.Process(target=_upgrade_in_a_process, args=(database_url,)) for _ in range(4)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=120)
+    assert [process.exitcode for process in processes] == [0, 0, 0, 0]
