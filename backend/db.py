@@ -7,6 +7,7 @@ pre-ping so a restarted server is reconnected to transparently.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +17,7 @@ from alembic import command
 from alembic.config import Config
 from filelock import FileLock
 from sqlalchemy import Engine, event, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session, create_engine
 
@@ -107,3 +109,22 @@ def ping(engine: Engine) -> None:
 def session_scope(engine: Engine) -> Iterator[Session]:
     with Session(engine, expire_on_commit=False) as session:
         yield session
+
+
+@contextmanager
+def temporary_database(server_url: str, prefix: str = "todo_agent_tmp") -> Iterator[str]:
+    """A fresh PostgreSQL database on the server `server_url` names, dropped afterwards.
+
+    Tests and benchmarks run on their own database instead of wiping a shared one.
+    """
+    server = make_url(normalise_url(server_url))
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

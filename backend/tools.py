@@ -188,6 +188,18 @@ TOOLS: tuple[TodoTool, ...] = (
 TOOLS_BY_NAME = {tool.name: tool for tool in TOOLS}
 
 
+def chat_completions_tools() -> list[dict[str, Any]]:
+    """The tools in the Chat Completions `tools` wire format: what the agent sends, for clients that talk to a model
+    server directly (the local model's tests and benchmark)."""
+    return [
+        {
+            "type": "function",
+            "function": {"name": t.name, "description": t.description, "parameters": t.parameters_schema()},
+        }
+        for t in TOOLS
+    ]
+
+
 def parse_arguments(raw: str | dict[str, Any] | None) -> dict[str, Any] | None:
     """Arguments as the model sent them, parsed; None when they are not a JSON object."""
     if isinstance(raw, dict):

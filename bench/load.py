@@ -20,7 +20,6 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from backend.db import temporary_database
 from bench._servers import BENCH_SECRET, backend_with_scripted_model
 
 
@@ -147,25 +147,6 @@ def verify(database_url: str, base: str, everyone: list[Sent]) -> list[str]:
 
 
 @contextlib.contextmanager
-def throwaway_postgres(server_url: str) -> Iterator[str]:
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    from backend.db import normalise_url
-
-    server = make_url(normalise_url(server_url))
-    name = f"todo_agent_load_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield server.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
 async def load(base: str, users: int, conversations: int, turns: int) -> tuple[list[Sent], Tally, float]:
     tally = Tally()
     names = [f"load-{uuid.uuid4().hex[:8]}" for _ in range(users)]
@@ -191,7 +172,7 @@ def main() -> int:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         extra: dict[str, str] = {}
         if args.postgres:
-            extra["DATABASE_URL"] = stack.enter_context(throwaway_postgres(args.postgres))
+            extra["DATABASE_URL"] = stack.enter_context(temporary_database(args.postgres, prefix="todo_agent_load"))
         base, env = stack.enter_context(backend_with_scripted_model(tmp, workers=args.workers, extra_env=extra))
         everyone, tally, wall = asyncio.run(load(base, args.users, args.conversations, args.turns))
         problems = verify(env["DATABASE_URL"], base, everyone)

@@ -13,7 +13,6 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from backend import db
@@ -60,17 +59,8 @@ def postgres_url() -> Iterator[str]:
     """A throwaway database on the PostgreSQL server named by TEST_DATABASE_URL, dropped at the end."""
     if not PG_URL:
         pytest.skip("PostgreSQL tests skipped: TEST_DATABASE_URL is not set")
-    server = make_url(db.normalise_url(PG_URL))
-    name = f"todo_agent_test_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield server.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with db.temporary_database(PG_URL, prefix="todo_agent_test") as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

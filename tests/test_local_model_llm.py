@@ -20,6 +20,7 @@ from backend.llm.local_server import (
     stop_local_model_server,
 )
 from backend.settings import Settings
+from backend.tools import chat_completions_tools
 
 pytestmark = pytest.mark.llm
 
@@ -30,39 +31,7 @@ SYSTEM_PROMPT = (
 )
 
 
-def _tool(name: str, description: str, properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
-    return {
-        "type": "function",
-        "function": {
-            "name": name,
-            "description": description,
-            "parameters": {"type": "object", "properties": properties, "required": required},
-        },
-    }
-
-
-TOOLS: list[Any] = [
-    _tool(
-        "add_task",
-        "Create a new task.",
-        {"title": {"type": "string"}, "description": {"type": "string"}},
-        ["title"],
-    ),
-    _tool(
-        "list_tasks",
-        "List the user's tasks.",
-        {"status": {"type": "string", "enum": ["all", "pending", "completed"]}},
-        [],
-    ),
-    _tool("complete_task", "Mark a task as complete.", {"task_id": {"type": "integer"}}, ["task_id"]),
-    _tool("delete_task", "Delete a task.", {"task_id": {"type": "integer"}}, ["task_id"]),
-    _tool(
-        "update_task",
-        "Change a task's title or description.",
-        {"task_id": {"type": "integer"}, "title": {"type": "string"}, "description": {"type": "string"}},
-        ["task_id"],
-    ),
-]
+TOOLS = chat_completions_tools()  # the schemas the agent really sends
 
 
 def _messages(text: str) -> list[Any]:
