@@ -146,7 +146,6 @@ def verify(database_url: str, base: str, everyone: list[Sent]) -> list[str]:
     return problems
 
 
-@contextlib.contextmanager
 async def load(base: str, users: int, conversations: int, turns: int) -> tuple[list[Sent], Tally, float]:
     tally = Tally()
     names = [f"load-{uuid.uuid4().hex[:8]}" for _ in range(users)]
