@@ -55,6 +55,7 @@ notebooks: setup  ## execute the notebooks headlessly against a fresh small eval
 lint: setup
 	$(BIN)/ruff check backend evals playground tests bench
 	$(BIN)/mypy
+	$(BIN)/mypy --explicit-package-bases bench
 
 bench: setup
 	$(BIN)/python bench/chat_api.py
