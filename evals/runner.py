@@ -164,6 +164,11 @@ async def _run_turn(
     return record
 
 
+def expected_model_calls(case: Case) -> int:
+    """A case's rough cost: one model call per expected tool call, plus the reply of each turn."""
+    return sum(len(turn.calls) + 1 for turn in case.turns)
+
+
 async def run_suite(
     cases: Sequence[Case],
     target: Target,
@@ -182,7 +187,12 @@ async def run_suite(
             on_result(outcome)
         return outcome
 
-    jobs = [one(case, trial) for trial in range(1, options.trials + 1) for case in cases]
-    outcomes = await asyncio.gather(*jobs)
+    # Longest cases first: with a fixed number of slots, a long case started last is what keeps a suite waiting
+    # (longest-processing-time-first scheduling). The semaphore admits waiters in the order they were started.
+    order = sorted(
+        ((case, trial) for trial in range(1, options.trials + 1) for case in cases),
+        key=lambda job: -expected_model_calls(job[0]),
+    )
+    outcomes = await asyncio.gather(*(one(case, trial) for case, trial in order))
     position = {case.id: index for index, case in enumerate(cases)}
     return sorted(outcomes, key=lambda o: (position[o.case.id], o.transcript.trial))
