@@ -157,3 +157,17 @@ async def harness(make_harness: Callable[..., Any], database_url: str) -> Harnes
 
 def new_user() -> str:
     return f"user-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="session")
+def local_model_settings() -> Iterator[Settings]:
+    """The real local model on port 8182 (not a dev server's 8181), started once for the session if not already up,
+    and stopped at the end only if this session started it."""
+    from backend.llm.local_server import ensure_local_model_server, local_model_healthy, stop_local_model_server
+
+    settings = Settings(_env_file=None, data_dir=Path("data"), local_model_port=8182)  # type: ignore[call-arg]
+    already_up = local_model_healthy(settings)
+    ensure_local_model_server(settings, timeout=300)
+    yield settings
+    if not already_up:
+        stop_local_model_server(settings)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -673,19 +673,6 @@ async def test_demo_page_mounts_the_web_component_with_the_token_in_fetch(door: 
 
 
 # ---------------------------------------------------------------- the real local model
-
-
-@pytest.fixture(scope="module")
-def local_model_settings() -> Iterator[Any]:
-    from backend.llm.local_server import ensure_local_model_server, local_model_healthy, stop_local_model_server
-    from backend.settings import Settings
-
-    settings = Settings(data_dir=Path("data"), local_model_port=8182)
-    already_up = local_model_healthy(settings)
-    ensure_local_model_server(settings, timeout=300)
-    yield settings
-    if not already_up:
-        stop_local_model_server(settings)
 
 
 @pytest.fixture

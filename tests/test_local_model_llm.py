@@ -7,18 +7,12 @@ shared with the dev server, and port 8182 so it never clashes with a dev model s
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from openai import AsyncOpenAI
 
-from backend.llm.local_server import (
-    ensure_local_model_server,
-    local_model_healthy,
-    stop_local_model_server,
-)
 from backend.settings import Settings
 from backend.tools import chat_completions_tools
 
@@ -38,20 +32,9 @@ def _messages(text: str) -> list[Any]:
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": text}]
 
 
-@pytest.fixture(scope="module")
-def model_settings() -> Iterator[Settings]:
-    """A model server on 8182, spawned for this module and stopped after it (left alone if already up)."""
-    settings = Settings(data_dir=Path("data"), local_model_port=8182)
-    already_up = local_model_healthy(settings)
-    ensure_local_model_server(settings, timeout=300)
-    yield settings
-    if not already_up:
-        stop_local_model_server(settings)
-
-
 @pytest.fixture
-async def client(model_settings: Settings) -> AsyncIterator[AsyncOpenAI]:
-    async with AsyncOpenAI(base_url=model_settings.local_model_base_url, api_key="local", timeout=180) as c:
+async def client(local_model_settings: Settings) -> AsyncIterator[AsyncOpenAI]:
+    async with AsyncOpenAI(base_url=local_model_settings.local_model_base_url, api_key="local", timeout=180) as c:
         yield c
 
 
