@@ -22,6 +22,7 @@ from agents.tool_context import ToolContext
 
 from backend import tools
 from backend.models import Message
+from backend.prompts import split_prompt
 
 # ---------------------------------------------------------------- events
 
@@ -155,7 +156,7 @@ def history_items(messages: Sequence[Message]) -> list[TResponseInputItem]:
 
 @dataclass(frozen=True)
 class AgentConfig:
-    instructions: str
+    instructions: str  # the whole prompt file: system prompt plus an optional turn-context template
     temperature: float = 0.0
     seed: int | None = 42
     max_output_tokens: int = 512
@@ -169,10 +170,11 @@ class TodoAgent:
     def __init__(self, model: Model, config: AgentConfig) -> None:
         self.model = model
         self.config = config
+        self.prompt = split_prompt(config.instructions)
         extra = {"seed": config.seed} if config.seed is not None else None
         self._agent = Agent[TurnState](
             name="todo-assistant",
-            instructions=config.instructions,
+            instructions=self.prompt.system,
             tools=list(SDK_TOOLS),
             model=model,
             model_settings=ModelSettings(
@@ -180,19 +182,28 @@ class TodoAgent:
             ),
         )
 
+    @property
+    def wants_tasks(self) -> bool:
+        """Whether a turn needs the user's task list (the prompt has a turn context that shows it)."""
+        return self.prompt.turn_context is not None
+
     async def stream(
         self,
         *,
         context: tools.ToolRunContext,
         history: list[TResponseInputItem],
         message: str,
-        task_snapshot: str | None = None,
+        tasks: str | None = None,
     ) -> AsyncIterator[AgentEvent]:
-        """Run one turn; always ends with exactly one FinalReply or AgentFailure."""
+        """Run one turn; always ends with exactly one FinalReply or AgentFailure.
+
+        `tasks` (the user's tasks as `tasks.task_lines` renders them) fills the prompt's turn context, if it has one.
+        """
         state = TurnState(tool_context=context)
         items: list[TResponseInputItem] = list(history)
-        if task_snapshot:
-            items.append({"role": "system", "content": task_snapshot})
+        turn_context = self.prompt.render_turn_context(tasks) if tasks is not None else None
+        if turn_context:
+            items.append({"role": "system", "content": turn_context})
         items.append({"role": "user", "content": message})
         result = Runner.run_streamed(
             self._agent,

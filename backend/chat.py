@@ -24,7 +24,7 @@ from backend import crud
 from backend.agent import AgentEvent, AgentFailure, FinalReply, TodoAgent, ToolCallRecord, history_items
 from backend.errors import ApiError
 from backend.models import MESSAGE_MAX, Message
-from backend.tools import ToolRunContext, task_snapshot
+from backend.tools import ToolRunContext, task_lines
 
 # How long a turn may hold its conversation before another worker may assume it crashed.
 LEASE_MARGIN_SECONDS = 30.0
@@ -169,12 +169,10 @@ class ChatService:
         context = ToolRunContext(user_id=turn.user_id, engine=self.engine)
         released = False
         try:
-            snapshot = None
-            if self.task_context_limit > 0:
-                snapshot = await anyio.to_thread.run_sync(
-                    partial(task_snapshot, context, limit=self.task_context_limit)
-                )
-            stream = runner.stream(context=context, history=turn.history, message=turn.message, task_snapshot=snapshot)
+            tasks = None
+            if runner.wants_tasks and self.task_context_limit > 0:
+                tasks = await anyio.to_thread.run_sync(partial(task_lines, context, limit=self.task_context_limit))
+            stream = runner.stream(context=context, history=turn.history, message=turn.message, tasks=tasks)
             async for event in stream:
                 if isinstance(event, FinalReply):
                     released = True  # _finish releases the lease whether or not it can store the reply

@@ -57,7 +57,7 @@ class Settings(BaseSettings):
 
     system_prompt_file: Path = DEFAULT_PROMPT_FILE
     history_window: int = 20
-    task_context_limit: int = 50  # tasks shown to the model before each turn; 0 = none
+    task_context_limit: int = 50  # tasks shown in the prompt's turn context (if it has one); 0 = none
     model_timeout: float = 90.0
     max_agent_turns: int = 6
 

@@ -91,36 +91,35 @@ def _committed_cache_copy(tmp_path: Path) -> Path:
 
 
 @pytest.mark.llm
-@pytest.mark.xfail(
-    strict=False,
-    reason="measured 2026-11-26: with the task list in the model's context (TASK_CONTEXT_LIMIT=50) Qwen2.5-Coder-1.5B "
-    "finds ids by title without the rule (7/15 by-title cases pass with it, 8/15 without); with no list in context it "
-    "guesses id 1 and passes 0/15 with or without it. The rule has no measurable effect, so no regression is seen.",
-)
 async def test_a_prompt_without_the_lookup_instruction_regresses_by_title_cases_on_the_local_model(
     tmp_path: Path,
 ) -> None:
-    """(a) as issue 4 states it: remove the rule on acting on a task named by its title from the prompt; the by-title
-    cases must regress. The baseline side replays the committed cache (unchanged prompt); the candidate runs live."""
+    """(a) as issue 4 states it: remove the rule on acting on a task named by its title from the prompt (it lives in
+    the prompt's turn context, next to the task list it refers to); by-title cases must regress, and only those.
+    The baseline side replays the committed cache (unchanged prompt); the candidate runs live."""
     text = DEFAULT_PROMPT_FILE.read_text(encoding="utf-8")
     rule = next(line for line in text.splitlines() if "by its title" in line)
     without = tmp_path / "system_no_lookup.md"
     without.write_text(text.replace(rule + "\n", ""), encoding="utf-8")
     assert rule not in without.read_text(encoding="utf-8")
+    assert "{tasks}" in without.read_text(encoding="utf-8")  # the task list itself is still shown: only the rule went
     cache = _committed_cache_copy(tmp_path)
     base = await run_evals(_by_title_config(cache))
+    assert (base.info.cache or {}).get("misses") == 0, "the committed cache must cover the unchanged prompt"
     candidate = await run_evals(_by_title_config(cache, without))
     comparison = compare(base, candidate)
     verdict = gate(candidate, comparison, min_pass=None)
     report = render_markdown(candidate, comparison=comparison, gate=verdict)
     assert verdict.exit_code == ExitCode.REGRESSION, report
     assert comparison.regressions and all("by-title" in c.tags for c in comparison.regressions)
+    for item in comparison.regressions:
+        assert f"#### `{item.case_id}`" in report and item.case_id in verdict.reasons[0]
 
 
 @pytest.mark.llm
 async def test_losing_the_task_lookup_regresses_by_title_cases_on_the_local_model(tmp_path: Path) -> None:
-    """(a) for the backend as it is: the lookup the model relies on is the task list shown in its context. Without it
-    (TASK_CONTEXT_LIMIT=0) the local model acts on guessed ids, and the gate must fail naming the by-title cases."""
+    """(a), the other half of the lookup: without the task list in the turn context (TASK_CONTEXT_LIMIT=0) the local
+    model acts on guessed ids, and the gate must fail naming the by-title cases."""
     cache = _committed_cache_copy(tmp_path)
     base = await run_evals(_by_title_config(cache))
     candidate = await run_evals(_by_title_config(tmp_path / "live.jsonl", task_context_limit=0))
