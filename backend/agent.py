@@ -235,9 +235,7 @@ class TodoAgent:
                         elif event.name == "tool_output":
                             raw_out = item.raw_item
                             call_id = str(
-                                raw_out.get("call_id")
-                                if isinstance(raw_out, dict)
-                                else getattr(raw_out, "call_id", "")
+                                raw_out.get("call_id") if isinstance(raw_out, dict) else getattr(raw_out, "call_id", "")
                             )
                             record = state.calls.get(call_id)
                             if record is not None and call_id not in finished:
@@ -250,13 +248,9 @@ class TodoAgent:
                             current = []
         except TimeoutError:
             result.cancel()
-            failure = AgentFailure(
-                "model_timeout", f"The model did not answer within {self.config.timeout:g} s."
-            )
+            failure = AgentFailure("model_timeout", f"The model did not answer within {self.config.timeout:g} s.")
         except MaxTurnsExceeded:
-            failure = AgentFailure(
-                "model_error", f"The assistant did not finish within {self.config.max_turns} steps."
-            )
+            failure = AgentFailure("model_error", f"The assistant did not finish within {self.config.max_turns} steps.")
         except openai.APITimeoutError:
             failure = AgentFailure("model_timeout", "The model endpoint timed out.")
         except openai.APIConnectionError:
@@ -264,9 +258,7 @@ class TodoAgent:
         except openai.APIStatusError as exc:
             failure = AgentFailure("model_error", f"The model endpoint answered HTTP {exc.status_code}.")
         except (ModelBehaviorError, AgentsException, openai.OpenAIError, ValueError, KeyError) as exc:
-            failure = AgentFailure(
-                "model_error", f"The model returned an unusable answer ({type(exc).__name__})."
-            )
+            failure = AgentFailure("model_error", f"The model returned an unusable answer ({type(exc).__name__}).")
         calls = [state.calls[key] for key in state.calls]
         if failure is None and not texts and not calls:
             failure = AgentFailure("model_error", "The model returned an empty answer.")

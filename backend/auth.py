@@ -30,9 +30,7 @@ class TokenVerifier:
         self.issuer = settings.jwt_issuer
         self.audience = settings.jwt_audience
         self.jwks = (
-            jwt.PyJWKClient(
-                settings.jwks_url, cache_keys=True, lifespan=settings.jwks_cache_seconds, timeout=5
-            )
+            jwt.PyJWKClient(settings.jwks_url, cache_keys=True, lifespan=settings.jwks_cache_seconds, timeout=5)
             if settings.jwks_url
             else None
         )

@@ -65,9 +65,7 @@ async def _limit(request: Request, user: str) -> str:
     limiter: RateLimiter = request.app.state.rate_limiter
     wait = await limiter.hit(user)
     if wait is not None:
-        raise ApiError(
-            429, "rate_limited", "Too many chat turns; slow down.", headers=retry_after_header(wait)
-        )
+        raise ApiError(429, "rate_limited", "Too many chat turns; slow down.", headers=retry_after_header(wait))
     return user
 
 

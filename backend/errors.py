@@ -131,9 +131,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DBAPIError)
     async def _database(_: Request, exc: Exception) -> JSONResponse:
         log.warning("database unavailable: %s", type(exc).__name__)
-        return _json(
-            503, error_body("database_unavailable", "The database is unavailable; try again shortly.")
-        )
+        return _json(503, error_body("database_unavailable", "The database is unavailable; try again shortly."))
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

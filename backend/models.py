@@ -33,9 +33,7 @@ Title = Annotated[str, PydanticField(min_length=1, max_length=TITLE_MAX, pattern
 
 class TaskBase(SQLModel):
     title: str = Field(min_length=1, max_length=TITLE_MAX, schema_extra={"pattern": NON_BLANK_TEXT_PATTERN})
-    description: str | None = Field(
-        default=None, max_length=DESCRIPTION_MAX, schema_extra={"pattern": TEXT_PATTERN}
-    )
+    description: str | None = Field(default=None, max_length=DESCRIPTION_MAX, schema_extra={"pattern": TEXT_PATTERN})
 
     @field_validator("title", mode="before")
     @classmethod
@@ -52,9 +50,7 @@ class TaskUpdate(SQLModel):
 
     # `title` and `completed` may be left out but not be null (the route refuses null): the schema says so.
     title: Title | SkipJsonSchema[None] = None
-    description: str | None = Field(
-        default=None, max_length=DESCRIPTION_MAX, schema_extra={"pattern": TEXT_PATTERN}
-    )
+    description: str | None = Field(default=None, max_length=DESCRIPTION_MAX, schema_extra={"pattern": TEXT_PATTERN})
     completed: bool | SkipJsonSchema[None] = None
 
     @field_validator("title", mode="before")

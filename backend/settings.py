@@ -89,9 +89,7 @@ class Settings(BaseSettings):
                 "(placeholder secrets are refused)"
             )
         if self.playground_enabled and not (self.playground_username and self.playground_password):
-            raise ValueError(
-                "PLAYGROUND_ENABLED in production needs PLAYGROUND_USERNAME and PLAYGROUND_PASSWORD"
-            )
+            raise ValueError("PLAYGROUND_ENABLED in production needs PLAYGROUND_USERNAME and PLAYGROUND_PASSWORD")
         return self
 
     @property

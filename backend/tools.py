@@ -43,9 +43,7 @@ class _Args(BaseModel):
 
 
 class AddTaskArgs(_Args):
-    title: str = Field(
-        description="Short task title, e.g. 'Buy groceries'.", min_length=1, max_length=TITLE_MAX
-    )
+    title: str = Field(description="Short task title, e.g. 'Buy groceries'.", min_length=1, max_length=TITLE_MAX)
     description: str | None = Field(
         default=None,
         description="Optional details; only when the user gives some.",
@@ -99,9 +97,7 @@ def add_task(session: Session, user_id: str, args: AddTaskArgs) -> ToolResult:
 
 def list_tasks(session: Session, user_id: str, args: ListTasksArgs) -> ToolResult:
     tasks = crud.list_tasks(session, user_id=user_id, status=args.status)
-    return [
-        {"id": t.id, "title": t.title, "description": t.description, "completed": t.completed} for t in tasks
-    ]
+    return [{"id": t.id, "title": t.title, "description": t.description, "completed": t.completed} for t in tasks]
 
 
 def complete_task(session: Session, user_id: str, args: TaskIdArgs) -> ToolResult:
@@ -181,9 +177,7 @@ TOOLS: tuple[TodoTool, ...] = (
     ),
     TodoTool("complete_task", "Mark a task as completed, by its id.", TaskIdArgs, complete_task),
     TodoTool("delete_task", "Delete a task permanently, by its id.", TaskIdArgs, delete_task),
-    TodoTool(
-        "update_task", "Change a task's title and/or description, by its id.", UpdateTaskArgs, update_task
-    ),
+    TodoTool("update_task", "Change a task's title and/or description, by its id.", UpdateTaskArgs, update_task),
 )
 TOOLS_BY_NAME = {tool.name: tool for tool in TOOLS}
 
@@ -224,7 +218,5 @@ def invoke(context: ToolRunContext, name: str, arguments: dict[str, Any] | None)
             # The data layer validates too (TaskCreate / TaskUpdate refuse a NUL character, say).
             return tool.run(session, context.user_id, args)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}" for e in exc.errors()
-        )
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}" for e in exc.errors())
         return _error("invalid_arguments", problems)

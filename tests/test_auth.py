@@ -124,9 +124,7 @@ def jwks_url(keys: dict[str, Any]) -> Iterator[str]:
     """A real JWKS endpoint on loopback, as Better Auth publishes at /api/auth/jwks."""
     ed_jwk = json.loads(jwt.algorithms.OKPAlgorithm.to_jwk(keys["ed"].public_key()))
     rsa_jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(keys["rsa"].public_key()))
-    body = json.dumps(
-        {"keys": [{**ed_jwk, "kid": "ed1", "alg": "EdDSA"}, {**rsa_jwk, "kid": "rsa1", "alg": "RS256"}]}
-    )
+    body = json.dumps({"keys": [{**ed_jwk, "kid": "ed1", "alg": "EdDSA"}, {**rsa_jwk, "kid": "rsa1", "alg": "RS256"}]})
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -152,9 +150,7 @@ def jwks_verifier(tmp_path: Path, jwks_url: str) -> TokenVerifier:
     return TokenVerifier(settings)
 
 
-def test_eddsa_and_rs256_tokens_verify_through_jwks(
-    tmp_path: Path, jwks_url: str, keys: dict[str, Any]
-) -> None:
+def test_eddsa_and_rs256_tokens_verify_through_jwks(tmp_path: Path, jwks_url: str, keys: dict[str, Any]) -> None:
     verifier = jwks_verifier(tmp_path, jwks_url)
     claims = {"sub": "better-auth-user", "exp": future()}
     assert verifier.user_id(jwt.encode(claims, keys["ed"], algorithm="EdDSA", headers={"kid": "ed1"})) == (
@@ -165,9 +161,7 @@ def test_eddsa_and_rs256_tokens_verify_through_jwks(
     )
 
 
-def test_hs_rs_confusion_and_unknown_keys_are_rejected(
-    tmp_path: Path, jwks_url: str, keys: dict[str, Any]
-) -> None:
+def test_hs_rs_confusion_and_unknown_keys_are_rejected(tmp_path: Path, jwks_url: str, keys: dict[str, Any]) -> None:
     verifier = jwks_verifier(tmp_path, jwks_url)
     public_pem = (
         keys["rsa"]
@@ -183,9 +177,7 @@ def test_hs_rs_confusion_and_unknown_keys_are_rejected(
     def b64(raw: bytes) -> str:
         return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
-    signing_input = (
-        f"{b64(json.dumps({'alg': 'HS256', 'kid': 'rsa1'}).encode())}.{b64(json.dumps(claims).encode())}"
-    )
+    signing_input = f"{b64(json.dumps({'alg': 'HS256', 'kid': 'rsa1'}).encode())}.{b64(json.dumps(claims).encode())}"
     forged = f"{signing_input}.{b64(hmac.new(public_pem, signing_input.encode(), hashlib.sha256).digest())}"
     other_key = ed25519.Ed25519PrivateKey.generate()
     for token in (

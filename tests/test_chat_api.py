@@ -28,9 +28,7 @@ async def test_add_task_turn_creates_task_and_reports_the_call(harness: Harness)
     assert "Buy groceries" in body["response"]
 
     tasks = (await harness.client.get(f"/api/{user}/tasks", headers=harness.auth(user))).json()
-    assert [(t["id"], t["title"], t["completed"]) for t in tasks] == [
-        (result["task_id"], "Buy groceries", False)
-    ]
+    assert [(t["id"], t["title"], t["completed"]) for t in tasks] == [(result["task_id"], "Buy groceries", False)]
 
 
 async def test_conversation_resumes_with_history_and_stores_both_messages(harness: Harness) -> None:
@@ -47,9 +45,7 @@ async def test_conversation_resumes_with_history_and_stores_both_messages(harnes
     assert roles[:1] == ["system"] and roles.count("user") == 2 and "tool" in roles
 
     detail = (
-        await harness.client.get(
-            f"/api/{user}/conversations/{first['conversation_id']}", headers=harness.auth(user)
-        )
+        await harness.client.get(f"/api/{user}/conversations/{first['conversation_id']}", headers=harness.auth(user))
     ).json()
     assert [m["role"] for m in detail["messages"]] == ["user", "assistant", "user", "assistant"]
     assert detail["messages"][0]["content"] == "Add a task to call mom"

@@ -80,7 +80,9 @@ def get_body(thread: str) -> dict[str, Any]:
     return {"type": "threads.get_by_id", "params": {"thread_id": thread}}
 
 
-def items_body(thread: str, *, order: str = "asc", limit: int | None = None, after: str | None = None) -> dict[str, Any]:
+def items_body(
+    thread: str, *, order: str = "asc", limit: int | None = None, after: str | None = None
+) -> dict[str, Any]:
     params: dict[str, Any] = {"thread_id": thread, "order": order}
     if limit is not None:
         params["limit"] = limit
@@ -167,9 +169,7 @@ class ThreadModel:
 
     @property
     def text(self) -> list[str]:
-        return [
-            item.content[0].text for item in self.items.values() if isinstance(item, AssistantMessageItem)
-        ]
+        return [item.content[0].text for item in self.items.values() if isinstance(item, AssistantMessageItem)]
 
 
 # ---------------------------------------------------------------- talking to the door
@@ -198,9 +198,7 @@ class Door:
         """POST a streaming request, validate each event with the SDK's types and apply it to `model`."""
         model = model or ThreadModel()
         events: list[ThreadStreamEvent] = []
-        async with aconnect_sse(
-            self.client, "POST", "/chatkit", json=body, headers=self.harness.auth(user)
-        ) as source:
+        async with aconnect_sse(self.client, "POST", "/chatkit", json=body, headers=self.harness.auth(user)) as source:
             assert source.response.status_code == 200
             async for sse in source.aiter_sse():
                 assert "__fake_id__" not in sse.data
@@ -343,7 +341,12 @@ async def test_add_user_message_continues_with_history_and_pages_both_ways(door:
     items = await door.items(user, thread)
     assert_model_matches(model, items)
     assert [item.type for item in items] == [
-        "user_message", "workflow", "assistant_message", "user_message", "workflow", "assistant_message"
+        "user_message",
+        "workflow",
+        "assistant_message",
+        "user_message",
+        "workflow",
+        "assistant_message",
     ]
     assert "Water plants" in model.text[-1]
     # The model saw the first turn (history came from the chat service).
@@ -354,7 +357,9 @@ async def test_add_user_message_continues_with_history_and_pages_both_ways(door:
         walked: list[ThreadItem] = []
         after: str | None = None
         while True:
-            page = ITEM_PAGE.validate_python(await door.json(user, items_body(thread, order=order, limit=2, after=after)))
+            page = ITEM_PAGE.validate_python(
+                await door.json(user, items_body(thread, order=order, limit=2, after=after))
+            )
             walked.extend(page.data)
             if not page.has_more:
                 break
@@ -467,7 +472,11 @@ async def test_model_failure_is_an_error_event_and_the_thread_stays_consistent(
     harness: Harness = await make_harness(
         script(
             # The OpenAI client tries a 500 three times.
-            [*[Reply(status=500)] * 3, Reply(calls=[("add_task", {"title": "Feed the cat"})]), *[Reply(status=500)] * 3],
+            [
+                *[Reply(status=500)] * 3,
+                Reply(calls=[("add_task", {"title": "Feed the cat"})]),
+                *[Reply(status=500)] * 3,
+            ],
             then=rule_based_responder,
         ),
         database_url=database_url,

@@ -171,7 +171,7 @@ class HangingUpModel:
             await reader.readuntil(b"\r\n\r\n")
             self.requests += 1
             if self.partial:
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{\"id\":")
+                writer.write(b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{"id":')
                 await writer.drain()
         writer.transport.abort()  # no FIN handshake niceties: the connection just dies
 

@@ -4,8 +4,8 @@ stack (a scripted model records every request it gets)."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from backend.prompts import load_prompt, split_prompt

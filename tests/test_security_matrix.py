@@ -180,7 +180,11 @@ async def test_tasks_door(world: World) -> None:
     ):
         as_b = await h.client.request(method, f"/api/{b}/tasks{path}", json=body, headers=auth)
         assert as_b.status_code == 403, (method, path)
-    changes: tuple[tuple[str, dict[str, Any] | None], ...] = (("GET", None), ("PATCH", {"completed": True}), ("DELETE", None))
+    changes: tuple[tuple[str, dict[str, Any] | None], ...] = (
+        ("GET", None),
+        ("PATCH", {"completed": True}),
+        ("DELETE", None),
+    )
     for method, body in changes:
         refused = await h.client.request(method, f"/api/{a}/tasks/{target}", json=body, headers=auth)
         missing = await h.client.request(method, f"/api/{a}/tasks/{MISSING}", json=body, headers=auth)
@@ -323,4 +327,3 @@ async def test_an_obedient_model_cannot_touch_another_users_tasks(world: World, 
     assert a_turn and SECRET_TITLE not in json.dumps(a_turn)
     # A's own injected task is still there too: the titles were data, the tools only ever acted for A.
     assert [t["id"] for t in world.snapshot(a)["tasks"]] == [world.a_task]
-

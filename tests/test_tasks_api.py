@@ -9,24 +9,18 @@ async def test_task_crud_round_trip(harness: Harness) -> None:
     user = new_user()
     auth = harness.auth(user)
     base = f"/api/{user}/tasks"
-    created = await harness.client.post(
-        base, json={"title": "  Buy milk ", "description": "2 litres"}, headers=auth
-    )
+    created = await harness.client.post(base, json={"title": "  Buy milk ", "description": "2 litres"}, headers=auth)
     assert created.status_code == 201
     task = created.json()
     assert set(task) == {"id", "title", "description", "completed", "created_at", "updated_at"}
     assert task["title"] == "Buy milk" and task["completed"] is False
 
-    second = (
-        await harness.client.post(base, json={"title": "Call mom", "description": None}, headers=auth)
-    ).json()
+    second = (await harness.client.post(base, json={"title": "Call mom", "description": None}, headers=auth)).json()
     patched = await harness.client.patch(f"{base}/{task['id']}", json={"completed": True}, headers=auth)
     assert patched.status_code == 200 and patched.json()["completed"] is True
     assert patched.json()["description"] == "2 litres"
 
-    cleared = (
-        await harness.client.patch(f"{base}/{task['id']}", json={"description": None}, headers=auth)
-    ).json()
+    cleared = (await harness.client.patch(f"{base}/{task['id']}", json={"description": None}, headers=auth)).json()
     assert cleared["description"] is None and cleared["title"] == "Buy milk"
 
     listing = {
@@ -46,18 +40,12 @@ async def test_task_crud_round_trip(harness: Harness) -> None:
 async def test_another_users_task_is_byte_identical_to_a_missing_one(harness: Harness) -> None:
     owner, other = new_user(), new_user()
     task = (
-        await harness.client.post(
-            f"/api/{owner}/tasks", json={"title": "Secret"}, headers=harness.auth(owner)
-        )
+        await harness.client.post(f"/api/{owner}/tasks", json={"title": "Secret"}, headers=harness.auth(owner))
     ).json()
     base = f"/api/{other}/tasks"
     for method, body in (("GET", None), ("PATCH", {"title": "mine now"}), ("DELETE", None)):
-        theirs = await harness.client.request(
-            method, f"{base}/{task['id']}", json=body, headers=harness.auth(other)
-        )
-        missing = await harness.client.request(
-            method, f"{base}/99999999", json=body, headers=harness.auth(other)
-        )
+        theirs = await harness.client.request(method, f"{base}/{task['id']}", json=body, headers=harness.auth(other))
+        missing = await harness.client.request(method, f"{base}/99999999", json=body, headers=harness.auth(other))
         assert theirs.status_code == missing.status_code == 404
         assert theirs.content == missing.content
     still = (await harness.client.get(f"/api/{owner}/tasks/{task['id']}", headers=harness.auth(owner))).json()
@@ -111,7 +99,5 @@ async def test_conversations_list_read_delete(harness: Harness) -> None:
     assert continue_theirs.content == continue_missing.content
     assert (await harness.client.get(f"/api/{other}/conversations", headers=harness.auth(other))).json() == []
 
-    assert (
-        await harness.client.delete(f"/api/{user}/conversations/{first}", headers=auth)
-    ).status_code == 204
+    assert (await harness.client.delete(f"/api/{user}/conversations/{first}", headers=auth)).status_code == 204
     assert (await harness.client.get(f"/api/{user}/conversations/{first}", headers=auth)).status_code == 404

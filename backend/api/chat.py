@@ -78,9 +78,7 @@ async def sse_events(service: ChatService, turn: OpenTurn) -> AsyncIterator[Serv
 
 
 async def _chat(service: ChatService, user_id: str, body: ChatRequest, accept: str | None) -> Any:
-    turn = await service.open_turn(
-        user_id=user_id, message=body.message, conversation_id=body.conversation_id
-    )
+    turn = await service.open_turn(user_id=user_id, message=body.message, conversation_id=body.conversation_id)
     if wants_stream(accept):
         return EventSourceResponse(sse_events(service, turn), ping=15)
     result = await collect(turn, service.events(turn))
@@ -96,9 +94,7 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.post(
-    "/api/{user_id}/chat", response_model=ChatResponse, responses={**_RESPONSES, **error_responses(403)}
-)
+@router.post("/api/{user_id}/chat", response_model=ChatResponse, responses={**_RESPONSES, **error_responses(403)})
 async def chat_as_path_user(
     user: LimitedPathUser, body: ChatRequest, service: ChatDep, accept: Annotated[str | None, Header()] = None
 ) -> Any:

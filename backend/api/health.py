@@ -22,9 +22,7 @@ def live() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get(
-    "/health/ready", responses={503: {"model": ErrorBody, "description": "A part a turn needs is down"}}
-)
+@router.get("/health/ready", responses={503: {"model": ErrorBody, "description": "A part a turn needs is down"}})
 async def ready(request: Request) -> Any:
     """200 when a turn can run; 503 naming the failing part otherwise."""
     state = request.app.state

@@ -11,9 +11,7 @@ from backend.deps import PathUser, SessionDep
 from backend.errors import ApiError, error_responses
 from backend.models import Task, TaskCreate, TaskPublic, TaskStatus, TaskUpdate
 
-router = APIRouter(
-    prefix="/api/{user_id}/tasks", tags=["tasks"], responses=error_responses(400, 401, 403, 422, 503)
-)
+router = APIRouter(prefix="/api/{user_id}/tasks", tags=["tasks"], responses=error_responses(400, 401, 403, 422, 503))
 NOT_FOUND = error_responses(404)
 
 
@@ -25,9 +23,7 @@ def owned_task(session: SessionDep, user: str, task_id: int) -> Task:
 
 
 @router.get("", response_model=list[TaskPublic])
-def list_tasks(
-    user: PathUser, session: SessionDep, status: Annotated[TaskStatus, Query()] = "all"
-) -> list[Task]:
+def list_tasks(user: PathUser, session: SessionDep, status: Annotated[TaskStatus, Query()] = "all") -> list[Task]:
     """Oldest first."""
     return list(crud.list_tasks(session, user_id=user, status=status))
 

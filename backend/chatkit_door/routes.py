@@ -84,9 +84,7 @@ def message_text(user_input: UserMessageInput) -> str:
     return text
 
 
-async def prepare(
-    request: ChatKitReq, context: RequestContext, server: TodoChatKitServer, chat: ChatService
-) -> None:
+async def prepare(request: ChatKitReq, context: RequestContext, server: TodoChatKitServer, chat: ChatService) -> None:
     """Check the request against the caller's data and open the turn it runs; raises ApiError."""
     store = server.store
 
@@ -195,9 +193,7 @@ async def chatkit_endpoint(request: Request, user: CurrentUser, chat: ChatDep) -
         await release_unstarted(context, engine)
         raise
     if isinstance(result, StreamingResult):
-        return StreamingResponse(
-            guarded(result, context, engine), media_type="text/event-stream", headers=_SSE_HEADERS
-        )
+        return StreamingResponse(guarded(result, context, engine), media_type="text/event-stream", headers=_SSE_HEADERS)
     return Response(content=result.json, media_type="application/json")
 
 

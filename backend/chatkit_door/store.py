@@ -197,8 +197,12 @@ class ConversationStore(Store[RequestContext]):
     def _already_stored(thread_id: str, item: ThreadItem) -> None:
         """The chat service stored what this item shows; provisional items are replaced before the turn ends."""
         if parse_item_id(item.id) is None and not item.id.startswith(PROVISIONAL_PREFIX):
-            log.warning("chatkit: %s item %s on %s is not kept (the chat service owns the history)",
-                        item.type, item.id, thread_id)
+            log.warning(
+                "chatkit: %s item %s on %s is not kept (the chat service owns the history)",
+                item.type,
+                item.id,
+                thread_id,
+            )
 
     async def delete_thread_item(self, thread_id: str, item_id: str, context: RequestContext) -> None:
         """Deletes a message (`msg_N`); a workflow stays with its message, and provisional items were never stored."""
