@@ -46,9 +46,9 @@ eval-smoke: setup  ## the smoke tag live on the local model (two trials: a singl
 
 notebooks: setup  ## execute the notebooks headlessly against a fresh small eval run
 	rm -rf $(NB) && mkdir -p $(NB)
-	sed '$$a\Answer in one short sentence.' backend/prompts/system_v1.md > $(NB)/system_v2.md
+	sed '/^<!-- turn context/i - Answer in one short sentence.\n' backend/prompts/system_v2.md > $(NB)/system_short.md
 	$(BIN)/todo-agent eval run --cache replay --no-deepeval --quiet --out $(NB)/replay
-	$(BIN)/todo-agent eval run --model scripted --prompt $(NB)/system_v2.md --trials 2 --no-deepeval --quiet --out $(NB)/scripted
+	$(BIN)/todo-agent eval run --model scripted --prompt $(NB)/system_short.md --trials 2 --no-deepeval --quiet --out $(NB)/scripted
 	EVAL_RESULTS=$(NB)/scripted/results.json EVAL_EXTRA=$(NB)/replay/results.json $(BIN)/jupyter execute notebooks/eval_analysis.ipynb
 	EVAL_PROMPT_A=$(NB)/replay/results.json EVAL_PROMPT_B=$(NB)/scripted/results.json $(BIN)/jupyter execute notebooks/prompt_comparison.ipynb
 

@@ -15,7 +15,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PROMPTS_DIR = Path(__file__).parent / "prompts"
-DEFAULT_PROMPT_FILE = PROMPTS_DIR / "system_v1.md"
+DEFAULT_PROMPT_FILE = PROMPTS_DIR / "system_v2.md"
 LOCAL_MODEL = "local"
 # Values that mean "somebody copied the example file and never set a secret".
 _PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "secret", "changethis", "your-secret-here"}

@@ -126,7 +126,9 @@ async def replay_suite() -> None:
           f"{cache.get('hits')} hits, {cache.get('misses')} misses, pass rate {result.metrics['case_pass_rate']}")  # fmt: skip
     if BASELINE.exists():
         base = RunResult.load(BASELINE)
-        print(f"   committed baseline (live local model, --concurrency {base.info.options.get('concurrency')}): "
+        replayed = (base.info.cache or {}).get("hits", 0)
+        how = f"replayed: {replayed} cached answers" if replayed else "live local model"
+        print(f"   committed baseline ({how}, --concurrency {base.info.options.get('concurrency')}): "
               f"{base.metrics.get('cases')} cases, wall {base.info.wall_seconds} s, turn p50 "
               f"{base.metrics.get('latency_p50_ms')} ms / p95 {base.metrics.get('latency_p95_ms')} ms, pass rate "
               f"{base.metrics.get('case_pass_rate')}")  # fmt: skip

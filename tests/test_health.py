@@ -66,4 +66,4 @@ async def test_info_reports_model_and_prompt_version(make_harness: Any) -> None:
     info = (await harness.client.get("/api/info", headers=harness.auth(new_user()))).json()
     assert info["model"] == "scripted"
     assert info["prompt_version"] == prompt_version(load_prompt(harness.settings.system_prompt_file))
-    assert info["prompt_file"] == "system_v1.md"
+    assert info["prompt_file"] == "system_v2.md"

@@ -247,8 +247,8 @@ def test_prompt_load_edit_save_and_diff(pg: Playground) -> None:
         prompt_handlers.save_version(ctx, session, "system_v2", "other text")
     with pytest.raises(ValueError):
         prompt_handlers.save_version(ctx, session, "../escape", edited)
-    prompt_handlers.load(ctx, session, "system_v1")
-    assert session.prompt_text == DEFAULT_PROMPT_FILE.read_text() and session.prompt_name == "system_v1"
+    prompt_handlers.load(ctx, session, "system_v2")
+    assert session.prompt_text == DEFAULT_PROMPT_FILE.read_text() and session.prompt_name == "system_v2"
 
 
 # ---------------------------------------------------------------- eval tab
