@@ -80,8 +80,10 @@ def create_app(
         engine, agent, history_window=settings.history_window, task_context_limit=settings.task_context_limit
     )
     app.state.rate_limiter = build_rate_limiter(settings)
-    client = build_client(settings)
-    app.state.model_check = model_check or (lambda: model_reachable(settings, client))
+    if model_check is None:
+        client = build_client(settings)  # one client for every readiness probe (building one costs ~20 ms of TLS setup)
+        model_check = lambda: model_reachable(settings, client)  # noqa: E731
+    app.state.model_check = model_check
 
     app.add_middleware(
         CORSMiddleware,

@@ -1,13 +1,15 @@
 """Issue 4 figures: how fast the eval runner drives a model, how fast it scores, how long the suite takes.
 
 1. Runner throughput: a fake OpenAI-compatible model (the rule-based reference agent behind uvicorn on loopback, in
-   its own process) answers every request after 200 ms; 100 cases (the suite's cases, cycled) at --concurrency 16,
-   with 1 and 2 runner processes. Run time against the ideal, total model latency / 16 (target: within 1.25x).
+   its own process) answers every request after 200 ms; 100 cases (the suite's cases, cycled) at --concurrency 16:
+   in-process with 1 and 2 runner processes, and with --url against the backend deployed under uvicorn (2 workers).
+   Run time (wall time less startup) against the ideal, total model latency / 16 (target: within 1.25x).
 2. Scoring throughput: the deterministic scorer alone over the transcripts of (1), cases per second.
 3. The full suite replayed from the committed cache of the local model's answers (what CI's gate runs), and the
    wall time of the live local-model run recorded in the committed baseline.
 
     python bench/eval_throughput.py [--cases 100] [--concurrency 16] [--delay 0.2] [--workers 1 2]
+                                    [--url-backend-workers 2] [--skip-replay]
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +29,12 @@ os.environ.setdefault("DEEPEVAL_DISABLE_DOTENV", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import httpx  # noqa: E402
 from fastapi import FastAPI  # noqa: E402
 
 from backend.llm.scripted import Reply, create_scripted_app  # noqa: E402
 from backend.settings import Settings  # noqa: E402
-from bench._servers import free_port, uvicorn_process, wait_until_up  # noqa: E402
+from bench._servers import BENCH_SECRET, backend_with_scripted_model, free_port, uvicorn_process, wait_until_up  # noqa: E402
 from evals.dataset import Dataset, load_dataset  # noqa: E402
 from evals.metrics import summarise  # noqa: E402
 from evals.reference_agent import reference_responder  # noqa: E402
@@ -51,7 +55,14 @@ def fake_model_app() -> FastAPI:
         reply.delay = delay
         return reply
 
-    return create_scripted_app(respond, model_name="fake")
+    app = create_scripted_app(respond, model_name="fake")
+
+    @app.get("/stats")
+    async def stats() -> dict[str, Any]:
+        """How many completions it served: with a deployed backend, the runner cannot see the model calls."""
+        return {"requests": len(app.state.requests)}
+
+    return app
 
 
 def cycled(dataset: Dataset, n: int) -> Dataset:
@@ -63,6 +74,7 @@ def cycled(dataset: Dataset, n: int) -> Dataset:
 
 
 async def runner_throughput(cases: int, concurrency: int, delay: float, workers: int) -> RunResult:
+    """In-process (the default): the backend runs inside the runner's process(es)."""
     port = free_port()
     env = {"FAKE_MODEL_DELAY": str(delay), "PYTHONPATH": str(ROOT)}
     with uvicorn_process("bench.eval_throughput:fake_model_app", port, env=env):
@@ -77,14 +89,43 @@ async def runner_throughput(cases: int, concurrency: int, delay: float, workers:
             await run_evals(EvalConfig(settings=settings, concurrency=2, deepeval=False), dataset=cycled(dataset, 2))
             config = EvalConfig(settings=settings, concurrency=concurrency, workers=workers, deepeval=False)
             result = await run_evals(config, dataset=dataset)
+    return report(result, f"in-process, --workers {workers}", cases, concurrency, delay)
+
+
+async def runner_throughput_url(cases: int, concurrency: int, delay: float, backend_workers: int) -> RunResult:
+    """`--url`: the backend is deployed (uvicorn, its own processes) and the runner is only its client."""
+    os.environ["FAKE_MODEL_DELAY"] = str(delay)  # read by the fake model server started below
+    os.environ["PYTHONPATH"] = str(ROOT)
+    with tempfile.TemporaryDirectory() as tmp, backend_with_scripted_model(
+        Path(tmp), model_app="bench.eval_throughput:fake_model_app", workers=backend_workers,
+        extra_env={"AGENT_MODEL": "fake"},
+    ) as (base, _env):  # fmt: skip
+        wait_until_up(f"{base}/health/ready")
+        dataset = cycled(load_dataset(), cases)
+        config = EvalConfig(url=base, token_secret=BENCH_SECRET, concurrency=concurrency, deepeval=False)
+        await run_evals(replace(config, concurrency=2), dataset=cycled(dataset, 4))  # warm-up, not measured
+        model_base = _env["OPENAI_BASE_URL"].removesuffix("/v1")
+        before = httpx.get(f"{model_base}/stats").json()["requests"]
+        result = await run_evals(config, dataset=dataset)
+        calls = httpx.get(f"{model_base}/stats").json()["requests"] - before
+    # The runner sees no model calls here; the ideal counts each one the fake server served at exactly its delay.
+    how = f"--url, backend under uvicorn --workers {backend_workers}"
+    return report(result, how, cases, concurrency, delay, server_calls=calls)
+
+
+def report(
+    result: RunResult, how: str, cases: int, concurrency: int, delay: float, *, server_calls: int | None = None
+) -> RunResult:
     turns = [turn for trial in result.trials for turn in trial.transcript.turns]
     total_model = sum(turn.model_latency_ms or 0.0 for turn in turns) / 1000
     calls = sum(turn.model_calls or 0 for turn in turns)
+    if server_calls is not None:
+        calls, total_model = server_calls, server_calls * delay
     ideal = total_model / concurrency
     wall = result.info.wall_seconds or 0.0
     startup = result.info.startup_seconds or 0.0
     run = wall - startup
-    print(f"1. runner: {cases} cases at --concurrency {concurrency} --workers {workers}, fake model answering after "
+    print(f"1. runner ({how}): {cases} cases at --concurrency {concurrency}, fake model answering after "
           f"{delay * 1000:.0f} ms")  # fmt: skip
     print(
         f"   model calls {calls}, total model latency {total_model:.2f} s (mean {total_model / max(calls, 1) * 1000:.0f} ms)"
@@ -139,11 +180,17 @@ async def main() -> None:
     parser.add_argument("--cases", type=int, default=100)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--delay", type=float, default=0.2)
-    parser.add_argument("--workers", type=int, nargs="+", default=[1], help="runner processes to try, e.g. 1 2")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="runner processes to try")
+    parser.add_argument(
+        "--url-backend-workers", type=int, nargs="*", default=[2],
+        help="also measure --url against a deployed backend with this many uvicorn workers (none: skip)",
+    )  # fmt: skip
     parser.add_argument("--skip-replay", action="store_true")
     args = parser.parse_args()
     for workers in args.workers:
         result = await runner_throughput(args.cases, args.concurrency, args.delay, workers)
+    for backend_workers in args.url_backend_workers:
+        await runner_throughput_url(args.cases, args.concurrency, args.delay, backend_workers)
     scoring_throughput(result)
     if not args.skip_replay:
         await replay_suite()

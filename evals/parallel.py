@@ -2,9 +2,11 @@
 
 The runner drives the real backend in-process, so its per-case cost (HTTP, FastAPI, the Agents SDK, SQLite) is Python
 on one core; past a few concurrent cases a single process is CPU-bound while the model sits idle. Each worker is a
-fresh interpreter (spawned: nothing half-initialised is inherited) running its share of the cases with its own app
-slots and databases; it streams each finished trial back, so progress and `on_result` work as in one process, and
-hands back what it recorded so the parent writes the cache file once.
+fresh interpreter (spawned: nothing half-initialised is inherited) with its own app slots and databases; the
+`concurrency` slots are split between the workers, and every slot takes its next case from one shared queue (longest
+first), so no worker idles while another has a backlog. Results do not depend on which worker ran a case: each case
+starts on an emptied database. A worker streams each finished trial back, so progress and `on_result` work as in one
+process, and hands back what it recorded so the parent writes the cache file once.
 """
 
 from __future__ import annotations
@@ -19,27 +21,35 @@ from typing import Any
 
 from evals.cache import ResponseCache
 from evals.dataset import Case, Dataset
-from evals.runner import TrialOutcome
+from evals.runner import Job, TrialOutcome, jobs_in_order
 from evals.scorer import TrialScore
 from evals.suite import EvalConfig, LocalRun, default_cache_file, run_here
 from evals.target import in_process_settings
 from evals.transcript import Transcript
 
 
-def _worker(config: EvalConfig, cases: list[dict[str, Any]], messages: Any) -> None:
-    """A child process: run `cases`, report each trial, then what the cache learned."""
+def _worker(config: EvalConfig, cases: list[dict[str, Any]], jobs: Any, messages: Any, go: Any) -> None:
+    """A child process: run jobs from the shared queue until it hands out None, report each trial, then what the
+    cache learned."""
     try:
         dataset = Dataset(tuple(Case.model_validate(c) for c in cases))
+        by_id = {case.id: case for case in dataset.cases}
 
         def on_start(total: int) -> None:
             messages.put(("started", total))
+            # Start together: a worker that ran while another was still importing would share its core with that.
+            go.wait()
 
         def on_result(outcome: TrialOutcome) -> None:
             messages.put(
                 ("result", outcome.case.id, outcome.transcript.model_dump_json(), outcome.score.model_dump_json())
             )
 
-        run = asyncio.run(run_here(config, dataset, on_start=on_start, on_result=on_result))
+        async def next_job() -> Job | None:
+            job = await asyncio.to_thread(jobs.get)
+            return None if job is None else (by_id[job[0]], job[1])
+
+        run = asyncio.run(run_here(config, dataset, on_start=on_start, on_result=on_result, next_job=next_job))
         cache = run.cache
         learned = (
             {
@@ -64,18 +74,28 @@ async def run_in_workers(
     on_start: Any = None,
     on_result: Any = None,
 ) -> LocalRun:
-    workers = min(config.workers, max(1, len(dataset)))
-    shares = [
-        [c.model_dump(mode="json", exclude_unset=True) for c in dataset.cases[i::workers]] for i in range(workers)
-    ]
-    per_worker = replace(config, workers=1, concurrency=max(1, -(-config.concurrency // workers)), deepeval=False)
+    workers = max(1, min(config.workers, config.concurrency, len(dataset) * config.trials))
+    all_cases = [c.model_dump(mode="json", exclude_unset=True) for c in dataset.cases]
     # The parent writes the cache file once, from what the workers learned.
-    per_worker = replace(per_worker, prune_cache=False)
+    per_worker = replace(config, workers=1, deepeval=False, prune_cache=False)
     began = time.perf_counter()
     startup = 0.0
     context = multiprocessing.get_context("spawn")
     messages = context.Queue()
-    processes = [context.Process(target=_worker, args=(per_worker, share, messages), daemon=True) for share in shares]
+    go = context.Event()
+    # One queue of jobs, longest first, shared by every slot of every worker; then one None per slot to stop it.
+    jobs = context.Queue()
+    for case, trial in jobs_in_order(dataset.cases, config.trials):
+        jobs.put((case.id, trial))
+    slots = [config.concurrency // workers + (1 if i < config.concurrency % workers else 0) for i in range(workers)]
+    for _ in range(sum(slots)):
+        jobs.put(None)
+    processes = [
+        context.Process(
+            target=_worker, args=(replace(per_worker, concurrency=n), all_cases, jobs, messages, go), daemon=True
+        )
+        for n in slots
+    ]
     for process in processes:
         process.start()
     cases = {c.id: c for c in dataset.cases}
@@ -98,6 +118,7 @@ async def run_in_workers(
                 started += 1
                 if started == workers:
                     startup = time.perf_counter() - began  # interpreters spawned, apps built: the run begins
+                    go.set()
                     if on_start is not None:
                         on_start(len(dataset) * config.trials)
             elif kind == "result":
@@ -123,6 +144,7 @@ async def run_in_workers(
                 process.terminate()
         with contextlib.suppress(Exception):
             messages.close()
+            jobs.close()
     position = {case.id: index for index, case in enumerate(dataset.cases)}
     outcomes.sort(key=lambda o: (position[o.case.id], o.transcript.trial))
     return LocalRun(outcomes, targets[0], startup, _merged_cache(config, learned))

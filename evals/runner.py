@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,7 +80,10 @@ async def _tasks(session: CaseSession, user: str) -> list[dict[str, Any]]:
     return tasks
 
 
-async def run_trial(case: Case, trial: int, target: Target, options: RunOptions) -> Transcript:
+async def run_trial(
+    case: Case, trial: int, target: Target, options: RunOptions, *, ready: Callable[[], None] | None = None
+) -> Transcript:
+    """`ready` is called once the trial is set up and about to send its first turn (or has failed before that)."""
     started = time.perf_counter()
     async with target.session(with_other_user=bool(case.other_user_tasks)) as session:
         transcript = Transcript(case_id=case.id, trial=trial, user_id=session.user, other_user_id=session.other_user)
@@ -98,6 +101,9 @@ async def run_trial(case: Case, trial: int, target: Target, options: RunOptions)
         except (SetupError, httpx.HTTPError) as exc:
             transcript.setup_error = str(exc) or type(exc).__name__
             return transcript
+        finally:
+            if ready is not None:
+                ready()
         ids = {**transcript.ids, MISSING_REF: transcript.missing_id}
         for index, turn in enumerate(case.turns):
             record = await _run_turn(session, transcript, index, render_user_text(turn.user, ids), options)
@@ -164,9 +170,32 @@ async def _run_turn(
     return record
 
 
+def _once(action: Callable[[], None]) -> Callable[[], None]:
+    done = False
+
+    def call() -> None:
+        nonlocal done
+        if not done:
+            done = True
+            action()
+
+    return call
+
+
 def expected_model_calls(case: Case) -> int:
     """A case's rough cost: one model call per expected tool call, plus the reply of each turn."""
     return sum(len(turn.calls) + 1 for turn in case.turns)
+
+
+Job = tuple[Case, int]  # a case and a trial number
+NextJob = Callable[[], Awaitable[Job | None]]  # the next job to run, None when there are no more
+
+
+def jobs_in_order(cases: Sequence[Case], trials: int) -> list[Job]:
+    """Every case times every trial, longest cases first: with a fixed number of slots, a long case started last is
+    what keeps a suite waiting (longest-processing-time-first scheduling)."""
+    jobs = [(case, trial) for trial in range(1, trials + 1) for case in cases]
+    return sorted(jobs, key=lambda job: -expected_model_calls(job[0]))
 
 
 async def run_suite(
@@ -175,24 +204,42 @@ async def run_suite(
     options: RunOptions,
     *,
     on_result: Callable[[TrialOutcome], None] | None = None,
+    next_job: NextJob | None = None,
 ) -> list[TrialOutcome]:
-    """Every case times every trial, `concurrency` at a time; results in (case, trial) order."""
-    semaphore = asyncio.Semaphore(max(1, options.concurrency))
+    """Run jobs on `concurrency` slots until there are none left; results in (case, trial) order.
 
-    async def one(case: Case, trial: int) -> TrialOutcome:
-        async with semaphore:
-            transcript = await run_trial(case, trial, target, options)
-        outcome = TrialOutcome(case, transcript, score_trial(case, transcript))
-        if on_result is not None:
-            on_result(outcome)
-        return outcome
+    By default the jobs are every case times every trial (`jobs_in_order`); `next_job` lets worker processes share
+    one queue instead, so none of them sits idle while another still has a backlog.
+    """
+    if next_job is None:
+        pending = iter(jobs_in_order(cases, options.trials))
 
-    # Longest cases first: with a fixed number of slots, a long case started last is what keeps a suite waiting
-    # (longest-processing-time-first scheduling). The semaphore admits waiters in the order they were started.
-    order = sorted(
-        ((case, trial) for trial in range(1, options.trials + 1) for case in cases),
-        key=lambda job: -expected_model_calls(job[0]),
-    )
-    outcomes = await asyncio.gather(*(one(case, trial) for case, trial in order))
+        async def next_local() -> Job | None:
+            return next(pending, None)
+
+        next_job = next_local
+    # Trials set up one at a time: a trial's setup (a fresh user, seeding, the first task read) and the start of its
+    # first turn are CPU work in this process. Started together, `concurrency` trials would do that work in one burst,
+    # send their model requests in one wave, get the answers in one wave, and stay in lock-step, each wave queueing
+    # behind the others' CPU. Admitting the next trial once the previous one is set up spreads them out for good.
+    setting_up = asyncio.Lock()
+    outcomes: list[TrialOutcome] = []
+
+    async def slot() -> None:
+        assert next_job is not None
+        while (job := await next_job()) is not None:
+            case, trial = job
+            await setting_up.acquire()
+            ready = _once(setting_up.release)
+            try:
+                transcript = await run_trial(case, trial, target, options, ready=ready)
+            finally:
+                ready()  # also when the trial raised before it was set up: the next one must not wait forever
+            outcome = TrialOutcome(case, transcript, score_trial(case, transcript))
+            outcomes.append(outcome)
+            if on_result is not None:
+                on_result(outcome)
+
+    await asyncio.gather(*(slot() for _ in range(max(1, options.concurrency))))
     position = {case.id: index for index, case in enumerate(cases)}
     return sorted(outcomes, key=lambda o: (position[o.case.id], o.transcript.trial))

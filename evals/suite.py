@@ -24,7 +24,7 @@ from evals.cache import CacheMode, RecordReplayTransport, ResponseCache
 from evals.dataset import DEFAULT_DATASET, PROJECT_ROOT, Dataset, load_dataset
 from evals.metrics import summarise
 from evals.results import RunInfo, RunResult, TrialResult, versions
-from evals.runner import RunOptions, TrialOutcome, run_suite
+from evals.runner import NextJob, RunOptions, TrialOutcome, run_suite
 from evals.target import InProcessTarget, RemoteTarget, Target, in_process_settings
 
 SCRIPTED_MODEL = "scripted"  # `--model scripted`: the rule-based reference agent, in-process
@@ -112,8 +112,10 @@ async def run_here(
     *,
     on_start: Callable[[int], None] | None = None,
     on_result: Callable[[TrialOutcome], None] | None = None,
+    next_job: NextJob | None = None,
 ) -> LocalRun:
-    """Run `dataset` in this process: build the target, run every case and trial, close the target."""
+    """Run `dataset` in this process: build the target, run every case and trial (or the jobs `next_job` hands
+    out), close the target."""
     started = time.perf_counter()
     cache: ResponseCache | None = None
     target: Target
@@ -135,7 +137,7 @@ async def run_here(
     try:
         if on_start is not None:
             on_start(len(dataset) * config.trials)
-        outcomes = await run_suite(list(dataset.cases), target, options, on_result=on_result)
+        outcomes = await run_suite(list(dataset.cases), target, options, on_result=on_result, next_job=next_job)
     finally:
         await target.close()
     return LocalRun(outcomes, target.describe(), startup, cache)

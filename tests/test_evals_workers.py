@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from evals.suite import run_evals
+from evals.dataset import load_dataset
+from evals.runner import Job, expected_model_calls, jobs_in_order
+from evals.suite import run_evals, run_here
 from tests.evals_support import scripted_config
 
 IDS = ["ref-add-groceries", "ref-complete-by-id", "multi-add-two", "follow-add-then-complete", "chat-hello"]
@@ -21,3 +23,32 @@ async def test_workers_match_a_single_process_and_merge_the_cache(tmp_path: Path
     assert split.info.cache is not None and split.info.cache["recorded"] == single.metrics["model_calls"]
     replayed = await run_evals(scripted_config(tmp_path / "three", ids=IDS, cache_mode="replay", cache_file=cache))
     assert replayed.info.cache is not None and replayed.info.cache["misses"] == 0
+
+
+async def test_workers_share_one_queue_every_job_runs_exactly_once(tmp_path: Path) -> None:
+    # 3 slots over 2 workers (2 + 1), 2 trials each: every (case, trial) once, whichever worker took it.
+    run = await run_evals(scripted_config(tmp_path, ids=IDS, workers=2, concurrency=3, trials=2))
+    assert sorted((t.case_id, t.trial) for t in run.trials) == sorted((i, k) for i in IDS for k in (1, 2))
+    in_dataset_order = [c.id for c in load_dataset().select(ids=IDS).cases]
+    assert [t.case_id for t in run.trials] == [i for i in in_dataset_order for _ in (1, 2)]  # (case, trial) order
+    assert all(t.passed for t in run.trials)
+
+
+def test_jobs_start_longest_first() -> None:
+    dataset = load_dataset().select(ids=IDS)
+    jobs = jobs_in_order(list(dataset.cases), trials=2)
+    costs = [expected_model_calls(case) for case, _ in jobs]
+    assert costs == sorted(costs, reverse=True) and len(jobs) == 2 * len(IDS)
+
+
+async def test_a_run_takes_only_the_jobs_it_is_handed(tmp_path: Path) -> None:
+    dataset = load_dataset().select(ids=IDS)
+    handed = [(dataset.cases[0], 1), (dataset.cases[2], 3)]
+    expected = list(handed)
+
+    async def next_job() -> Job | None:
+        return handed.pop(0) if handed else None
+
+    config = scripted_config(tmp_path, concurrency=2)
+    run = await run_here(config, dataset, next_job=next_job)
+    assert [(o.case.id, o.transcript.trial) for o in run.outcomes] == [(c.id, k) for c, k in expected]
