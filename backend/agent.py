@@ -194,10 +194,14 @@ class TodoAgent:
         history: list[TResponseInputItem],
         message: str,
         tasks: str | None = None,
+        stream_tokens: bool = True,
     ) -> AsyncIterator[AgentEvent]:
         """Run one turn; always ends with exactly one FinalReply or AgentFailure.
 
         `tasks` (the user's tasks as `tasks.task_lines` renders them) fills the prompt's turn context, if it has one.
+        With `stream_tokens=False` the model is asked for whole answers (no TextDelta events): a caller that only
+        wants the result (the JSON door, the eval runner) then skips parsing a stream chunk by chunk, which with a
+        token-streaming endpoint is most of a turn's own CPU. Tool-call events still come, after each call ran.
         """
         state = TurnState(tool_context=context)
         items: list[TResponseInputItem] = list(history)
@@ -205,6 +209,10 @@ class TodoAgent:
         if turn_context:
             items.append({"role": "system", "content": turn_context})
         items.append({"role": "user", "content": message})
+        if not stream_tokens:
+            async for whole_event in self._run_whole(state, items):
+                yield whole_event
+            return
         result = Runner.run_streamed(
             self._agent,
             items,
@@ -248,29 +256,69 @@ class TodoAgent:
                             current = []
         except TimeoutError:
             result.cancel()
-            failure = AgentFailure("model_timeout", f"The model did not answer within {self.config.timeout:g} s.")
-        except MaxTurnsExceeded:
-            failure = AgentFailure("model_error", f"The assistant did not finish within {self.config.max_turns} steps.")
-        except openai.APITimeoutError:
-            failure = AgentFailure("model_timeout", "The model endpoint timed out.")
-        except openai.APIConnectionError:
-            failure = AgentFailure("model_error", "The model endpoint could not be reached.")
-        except openai.APIStatusError as exc:
-            failure = AgentFailure("model_error", f"The model endpoint answered HTTP {exc.status_code}.")
-        except (ModelBehaviorError, AgentsException, openai.OpenAIError, ValueError, KeyError) as exc:
-            failure = AgentFailure("model_error", f"The model returned an unusable answer ({type(exc).__name__}).")
+            failure = self._timed_out()
+        except _MODEL_FAILURES as exc:
+            failure = self._failure(exc)
+        yield self._outcome(state, texts, failure, result.context_wrapper.usage)
+
+    async def _run_whole(self, state: TurnState, items: list[TResponseInputItem]) -> AsyncIterator[AgentEvent]:
+        texts: list[str] = []
+        failure: AgentFailure | None = None
+        usage = None
+        try:
+            async with asyncio.timeout(self.config.timeout):
+                result = await Runner.run(
+                    self._agent,
+                    items,
+                    context=state,
+                    max_turns=self.config.max_turns,
+                    run_config=RunConfig(tracing_disabled=True),
+                )
+            usage = result.context_wrapper.usage
+            for item in result.new_items:
+                text = ItemHelpers.text_message_output(item) if isinstance(item, MessageOutputItem) else ""
+                if text:
+                    texts.append(text)
+        except TimeoutError:
+            failure = self._timed_out()
+        except _MODEL_FAILURES as exc:
+            failure = self._failure(exc)
+        for call_id, record in list(state.calls.items()):
+            yield ToolCallStarted(call_id, record.name, record.arguments)
+            yield ToolCallFinished(call_id, record)
+        yield self._outcome(state, texts, failure, usage)
+
+    def _timed_out(self) -> AgentFailure:
+        return AgentFailure("model_timeout", f"The model did not answer within {self.config.timeout:g} s.")
+
+    def _failure(self, exc: BaseException) -> AgentFailure:
+        if isinstance(exc, MaxTurnsExceeded):
+            return AgentFailure("model_error", f"The assistant did not finish within {self.config.max_turns} steps.")
+        if isinstance(exc, openai.APITimeoutError):
+            return AgentFailure("model_timeout", "The model endpoint timed out.")
+        if isinstance(exc, openai.APIConnectionError):
+            return AgentFailure("model_error", "The model endpoint could not be reached.")
+        if isinstance(exc, openai.APIStatusError):
+            return AgentFailure("model_error", f"The model endpoint answered HTTP {exc.status_code}.")
+        return AgentFailure("model_error", f"The model returned an unusable answer ({type(exc).__name__}).")
+
+    @staticmethod
+    def _outcome(state: TurnState, texts: list[str], failure: AgentFailure | None, usage: Any) -> AgentEvent:
+        """The last event of a turn: its reply, or its failure with the calls that did run."""
         calls = [state.calls[key] for key in state.calls]
         if failure is None and not texts and not calls:
             failure = AgentFailure("model_error", "The model returned an empty answer.")
         if failure is not None:
-            yield AgentFailure(failure.code, failure.message, calls)
-            return
-        usage = result.context_wrapper.usage
-        yield FinalReply(
+            return AgentFailure(failure.code, failure.message, calls)
+        return FinalReply(
             text="\n\n".join(texts).strip() or _fallback_reply(calls),
             tool_calls=calls,
-            usage={"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens},
+            usage={"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens} if usage else {},
         )
+
+
+# What a turn turns into an AgentFailure instead of raising (MaxTurnsExceeded and the openai errors included).
+_MODEL_FAILURES = (ModelBehaviorError, AgentsException, openai.OpenAIError, ValueError, KeyError)
 
 
 def _fallback_reply(calls: list[ToolCallRecord]) -> str:

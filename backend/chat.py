@@ -92,19 +92,18 @@ class ChatService:
         lease_seconds = self.agent.config.timeout + LEASE_MARGIN_SECONDS
         with Session(self.engine, expire_on_commit=False) as session:
             if conversation_id is None:
-                conversation = crud.create_conversation(session, user_id=user_id, title=message)
-                assert conversation.id is not None
-                crud.acquire_turn_lease(session, conversation_id=conversation.id, seconds=lease_seconds)
-                window = []
-            else:
-                existing = crud.get_conversation(session, user_id=user_id, conversation_id=conversation_id)
-                if existing is None:
-                    raise ApiError(404, "not_found", "Conversation not found.")
-                if not crud.acquire_turn_lease(session, conversation_id=conversation_id, seconds=lease_seconds):
-                    raise ApiError(409, "conflict", "A turn is already running on this conversation.")
-                conversation = existing
-                assert conversation.id is not None
-                window = crud.recent_messages(session, conversation_id=conversation.id, limit=self.history_window)
+                started, first = crud.start_conversation(
+                    session, user_id=user_id, first_message=message, lease_seconds=lease_seconds
+                )
+                assert started.id is not None and first.id is not None
+                return OpenTurn(user_id, started.id, message, [], first.id)
+            conversation = crud.get_conversation(session, user_id=user_id, conversation_id=conversation_id)
+            if conversation is None:
+                raise ApiError(404, "not_found", "Conversation not found.")
+            if not crud.acquire_turn_lease(session, conversation_id=conversation_id, seconds=lease_seconds):
+                raise ApiError(409, "conflict", "A turn is already running on this conversation.")
+            assert conversation.id is not None
+            window = crud.recent_messages(session, conversation_id=conversation.id, limit=self.history_window)
             try:
                 stored = crud.add_message(
                     session, user_id=user_id, conversation_id=conversation.id, role="user", content=message
@@ -159,7 +158,9 @@ class ChatService:
             return OpenTurn(user_id, conversation_id, message.content, history, user_message_id)
 
     # ------------------------------------------------------------ running it
-    async def events(self, turn: OpenTurn, *, agent: TodoAgent | None = None) -> AsyncIterator[AgentEvent]:
+    async def events(
+        self, turn: OpenTurn, *, agent: TodoAgent | None = None, stream_tokens: bool = True
+    ) -> AsyncIterator[AgentEvent]:
         """Run the agent and persist its outcome; the last event is a FinalReply or an AgentFailure.
 
         The reply (or, on failure, the tool calls that did run) is stored before the last event is yielded, and the
@@ -172,7 +173,9 @@ class ChatService:
             tasks = None
             if runner.wants_tasks and self.task_context_limit > 0:
                 tasks = await anyio.to_thread.run_sync(partial(task_lines, context, limit=self.task_context_limit))
-            stream = runner.stream(context=context, history=turn.history, message=turn.message, tasks=tasks)
+            stream = runner.stream(
+                context=context, history=turn.history, message=turn.message, tasks=tasks, stream_tokens=stream_tokens
+            )
             async for event in stream:
                 if isinstance(event, FinalReply):
                     released = True  # _finish releases the lease whether or not it can store the reply
@@ -221,7 +224,7 @@ class ChatService:
     async def run(self, *, user_id: str, message: str, conversation_id: int | None) -> TurnResult:
         """One whole turn for the JSON door."""
         turn = await self.open_turn(user_id=user_id, message=message, conversation_id=conversation_id)
-        return await collect(turn, self.events(turn))
+        return await collect(turn, self.events(turn, stream_tokens=False))
 
 
 async def collect(turn: OpenTurn, events: AsyncIterator[AgentEvent]) -> TurnResult:

@@ -79,6 +79,28 @@ def create_conversation(session: Session, *, user_id: str, title: str) -> Conver
     return conversation
 
 
+def start_conversation(
+    session: Session, *, user_id: str, first_message: str, lease_seconds: float
+) -> tuple[Conversation, Message]:
+    """A new conversation, already leased for its first turn, with its first user message: one transaction, so a
+    failure leaves neither an empty conversation nor a lease behind."""
+    now = utcnow()
+    conversation = Conversation(
+        user_id=user_id,
+        title=conversation_title(first_message),
+        turn_lease_until=now + timedelta(seconds=lease_seconds),
+    )
+    session.add(conversation)
+    session.flush()  # assigns the id
+    assert conversation.id is not None
+    message = Message(
+        user_id=user_id, conversation_id=conversation.id, role="user", content=first_message, created_at=now
+    )
+    session.add(message)
+    session.commit()
+    return conversation, message
+
+
 def conversation_title(first_message: str) -> str:
     """A conversation is named after its first message, on one line, cut at a word boundary."""
     line = " ".join(first_message.split())

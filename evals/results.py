@@ -40,6 +40,7 @@ class RunInfo(BaseModel):
     finished_at: str | None = None
     wall_seconds: float | None = None
     startup_seconds: float | None = None  # building the target (apps, databases) before the first case
+    run_seconds: float | None = None  # the cases themselves: wall time less startup and teardown
     target: dict[str, Any] = Field(default_factory=dict)
     dataset: dict[str, Any] = Field(default_factory=dict)
     options: dict[str, Any] = Field(default_factory=dict)

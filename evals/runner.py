@@ -51,8 +51,11 @@ def _error_text(response: httpx.Response) -> str:
         return f"HTTP {response.status_code}: {response.text[:200]}"
 
 
-async def _seed(session: CaseSession, user: str, tasks: Sequence[SeedTask]) -> dict[str, int]:
+async def _seed(session: CaseSession, user: str, tasks: Sequence[SeedTask]) -> tuple[dict[str, int], list[Any]]:
+    """Create the tasks in order; their ids by ref, and the list as the tasks API answered for each one (in id
+    order, as `GET /tasks` lists them: the user starts with none, so this is their whole task list)."""
     ids: dict[str, int] = {}
+    created: list[Any] = []
     for task in tasks:
         response = await session.client.post(
             f"/api/{user}/tasks",
@@ -61,15 +64,18 @@ async def _seed(session: CaseSession, user: str, tasks: Sequence[SeedTask]) -> d
         )
         if response.status_code != 201:
             raise SetupError(f"seeding {task.ref!r}: {_error_text(response)}")
-        task_id = int(response.json()["id"])
+        body = response.json()
+        task_id = int(body["id"])
         if task.completed:
             done = await session.client.patch(
                 f"/api/{user}/tasks/{task_id}", json={"completed": True}, headers=session.headers(user)
             )
             if done.status_code != 200:
                 raise SetupError(f"completing {task.ref!r}: {_error_text(done)}")
+            body = done.json()
         ids[task.ref] = task_id
-    return ids
+        created.append(body)
+    return ids, sorted(created, key=lambda t: int(t["id"]))
 
 
 async def _tasks(session: CaseSession, user: str) -> list[dict[str, Any]]:
@@ -88,16 +94,18 @@ async def run_trial(
     async with target.session(with_other_user=bool(case.other_user_tasks)) as session:
         transcript = Transcript(case_id=case.id, trial=trial, user_id=session.user, other_user_id=session.other_user)
         try:
-            transcript.ids = await _seed(session, session.user, case.tasks)
+            # The starting lists are what the tasks API answered while seeding (a fresh user has no other tasks):
+            # reading them back would cost a request per user and trial for the same JSON.
+            transcript.ids, transcript.tasks_before = await _seed(session, session.user, case.tasks)
             if case.other_user_tasks:
                 assert session.other_user is not None
-                transcript.ids |= await _seed(session, session.other_user, case.other_user_tasks)
+                other_ids, transcript.other_tasks_before = await _seed(
+                    session, session.other_user, case.other_user_tasks
+                )
+                transcript.ids |= other_ids
             transcript.missing_id = MISSING_ID
             while transcript.missing_id in transcript.ids.values():
                 transcript.missing_id += 1000
-            transcript.tasks_before = await _tasks(session, session.user)
-            if session.other_user:
-                transcript.other_tasks_before = await _tasks(session, session.other_user)
         except (SetupError, httpx.HTTPError) as exc:
             transcript.setup_error = str(exc) or type(exc).__name__
             return transcript
@@ -183,8 +191,9 @@ def _once(action: Callable[[], None]) -> Callable[[], None]:
 
 
 def expected_model_calls(case: Case) -> int:
-    """A case's rough cost: one model call per expected tool call, plus the reply of each turn."""
-    return sum(len(turn.calls) + 1 for turn in case.turns)
+    """A case's rough cost, for scheduling: per turn, one model call per expected tool call, one per read-only call
+    it may add (a lookup is common; a case that expects no call at all may well make one), and the reply."""
+    return sum(len(turn.calls) + (0 if turn.no_tool_calls else len(turn.allow_extra)) + 1 for turn in case.turns)
 
 
 Job = tuple[Case, int]  # a case and a trial number
@@ -195,7 +204,7 @@ def jobs_in_order(cases: Sequence[Case], trials: int) -> list[Job]:
     """Every case times every trial, longest cases first: with a fixed number of slots, a long case started last is
     what keeps a suite waiting (longest-processing-time-first scheduling)."""
     jobs = [(case, trial) for trial in range(1, trials + 1) for case in cases]
-    return sorted(jobs, key=lambda job: -expected_model_calls(job[0]))
+    return sorted(jobs, key=lambda job: (-expected_model_calls(job[0]), -len(job[0].tasks)))
 
 
 async def run_suite(

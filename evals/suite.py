@@ -104,6 +104,7 @@ class LocalRun:
     target: dict[str, Any]
     startup_seconds: float
     cache: ResponseCache | None
+    run_seconds: float = 0.0  # from the first case's start to the last trial's result
 
 
 async def run_here(
@@ -137,10 +138,12 @@ async def run_here(
     try:
         if on_start is not None:
             on_start(len(dataset) * config.trials)
+        began = time.perf_counter()
         outcomes = await run_suite(list(dataset.cases), target, options, on_result=on_result, next_job=next_job)
+        run_seconds = time.perf_counter() - began
     finally:
         await target.close()
-    return LocalRun(outcomes, target.describe(), startup, cache)
+    return LocalRun(outcomes, target.describe(), startup, cache, run_seconds)
 
 
 async def run_evals(
@@ -184,6 +187,7 @@ async def run_evals(
         finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
         wall_seconds=round(time.perf_counter() - started, 2),
         startup_seconds=round(startup, 2),
+        run_seconds=round(run.run_seconds, 2),
         target=run.target,
         dataset={
             "path": _relative(config.dataset),

@@ -192,6 +192,9 @@ async def test_done_equals_the_json_response_and_stores_the_same(harness: Harnes
         return [[message(i, m) for i, m in enumerate(r["messages"])] for r in requests]
 
     assert seen(sse_requests, sse_ids) == seen(harness.model_requests[:json_requests], json_ids)
+    # Only the stream asks the model for tokens as they come; the JSON door takes whole answers (less to parse).
+    assert all(r.get("stream") is True for r in sse_requests)
+    assert not any(r.get("stream") for r in harness.model_requests[:json_requests])
 
     async def tasks(user: str) -> Any:
         return (await harness.client.get(f"/api/{user}/tasks", headers=harness.auth(user))).json()

@@ -240,11 +240,11 @@ def test_prompt_load_edit_save_and_diff(pg: Playground) -> None:
     diff = prompt_handlers.diff_text(ctx, edited)
     assert "+- Always answer in one sentence." in diff
     assert "#e6ffec" in prompt_handlers.diff_html(ctx, edited)
-    path = prompt_handlers.save_version(ctx, session, "system_v2", edited)
-    assert path == ctx.prompts_dir / "system_v2.md" and path.read_text() == edited
-    assert session.prompt_name == "system_v2" and "system_v2" in prompt_handlers.prompt_files(ctx)
+    path = prompt_handlers.save_version(ctx, session, "system_edit1", edited)
+    assert path == ctx.prompts_dir / "system_edit1.md" and path.read_text() == edited
+    assert session.prompt_name == "system_edit1" and "system_edit1" in prompt_handlers.prompt_files(ctx)
     with pytest.raises(FileExistsError):
-        prompt_handlers.save_version(ctx, session, "system_v2", "other text")
+        prompt_handlers.save_version(ctx, session, "system_edit1", "other text")
     with pytest.raises(ValueError):
         prompt_handlers.save_version(ctx, session, "../escape", edited)
     prompt_handlers.load(ctx, session, "system_v2")

@@ -81,7 +81,7 @@ async def _chat(service: ChatService, user_id: str, body: ChatRequest, accept: s
     turn = await service.open_turn(user_id=user_id, message=body.message, conversation_id=body.conversation_id)
     if wants_stream(accept):
         return EventSourceResponse(sse_events(service, turn), ping=15)
-    result = await collect(turn, service.events(turn))
+    result = await collect(turn, service.events(turn, stream_tokens=False))  # nobody reads the tokens one by one
     return result.public()
 
 
