@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 import anyio
@@ -39,6 +38,7 @@ class OpenTurn:
     message: str
     history: list[TResponseInputItem]
     user_message_id: int
+    tasks: str | None = None  # the turn context's task list, read with the turn's opening (None: read when needed)
 
 
 @dataclass
@@ -91,12 +91,18 @@ class ChatService:
     def _open_turn_sync(self, user_id: str, message: str, conversation_id: int | None) -> OpenTurn:
         lease_seconds = self.agent.config.timeout + LEASE_MARGIN_SECONDS
         with Session(self.engine, expire_on_commit=False) as session:
+            # Read in the same session as the turn's opening (one trip to a worker thread instead of two).
+            tasks = (
+                task_lines(session, user_id=user_id, limit=self.task_context_limit)
+                if self.agent.wants_tasks and self.task_context_limit > 0
+                else None
+            )
             if conversation_id is None:
                 started, first = crud.start_conversation(
                     session, user_id=user_id, first_message=message, lease_seconds=lease_seconds
                 )
                 assert started.id is not None and first.id is not None
-                return OpenTurn(user_id, started.id, message, [], first.id)
+                return OpenTurn(user_id, started.id, message, [], first.id, tasks)
             conversation = crud.get_conversation(session, user_id=user_id, conversation_id=conversation_id)
             if conversation is None:
                 raise ApiError(404, "not_found", "Conversation not found.")
@@ -112,7 +118,7 @@ class ChatService:
                 crud.release_turn_lease(session, conversation_id=conversation.id)
                 raise
             assert stored.id is not None
-            return OpenTurn(user_id, conversation.id, message, history_items(window), stored.id)
+            return OpenTurn(user_id, conversation.id, message, history_items(window), stored.id, tasks)
 
     async def reopen_turn(self, *, user_id: str, conversation_id: int, user_message_id: int) -> OpenTurn:
         """Run the turn of a stored user message again (ChatKit's retry): the messages after it are dropped.
@@ -170,9 +176,9 @@ class ChatService:
         context = ToolRunContext(user_id=turn.user_id, engine=self.engine)
         released = False
         try:
-            tasks = None
-            if runner.wants_tasks and self.task_context_limit > 0:
-                tasks = await anyio.to_thread.run_sync(partial(task_lines, context, limit=self.task_context_limit))
+            tasks = turn.tasks
+            if tasks is None and runner.wants_tasks and self.task_context_limit > 0:
+                tasks = await anyio.to_thread.run_sync(self._task_lines, turn.user_id)
             stream = runner.stream(
                 context=context, history=turn.history, message=turn.message, tasks=tasks, stream_tokens=stream_tokens
             )
@@ -188,6 +194,10 @@ class ChatService:
         finally:
             if not released:  # cancelled or failed before the end: never leave the conversation locked
                 await self._release(turn.conversation_id)
+
+    def _task_lines(self, user_id: str) -> str:
+        with Session(self.engine) as session:
+            return task_lines(session, user_id=user_id, limit=self.task_context_limit)
 
     async def _finish(self, turn: OpenTurn, text: str | None, calls: list[ToolCallRecord]) -> None:
         """Store the reply (when there is one) and release the lease in one transaction."""

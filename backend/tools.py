@@ -128,15 +128,14 @@ def update_task(session: Session, user_id: str, args: UpdateTaskArgs) -> ToolRes
     return {"task_id": task.id, "status": "updated", "title": task.title}
 
 
-def task_lines(context: ToolRunContext, *, limit: int = 50) -> str:
+def task_lines(session: Session, *, user_id: str, limit: int = 50) -> str:
     """The user's tasks as the prompt's turn context shows them, so "the meeting task" can be resolved to an id.
 
     Ids and titles only: enough to resolve a title, too little to answer "what's pending?" without calling list_tasks
     (a small model otherwise answers from this list instead of the tool). Titles are JSON-quoted: data, never text
     the model could read as part of the prompt.
     """
-    with Session(context.engine) as session:
-        tasks = list(crud.list_tasks(session, user_id=context.user_id))
+    tasks = list(crud.list_tasks(session, user_id=user_id))
     if not tasks:
         return "(the user has no tasks)"
     shown = tasks[-limit:]
