@@ -227,7 +227,7 @@ async def run_suite(
             return next(pending, None)
 
         next_job = next_local
-    # Trials set up one at a time: a trial's setup (a fresh user, seeding, the first task read) and the start of its
+    # Trials set up one at a time: a trial's setup (a fresh user, its seeded tasks) and the start of its
     # first turn are CPU work in this process. Started together, `concurrency` trials would do that work in one burst,
     # send their model requests in one wave, get the answers in one wave, and stay in lock-step, each wave queueing
     # behind the others' CPU. Admitting the next trial once the previous one is set up spreads them out for good.
