@@ -8,11 +8,12 @@ pre-ping so a restarted server is reconnected to transparently.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import anyio.to_thread
 from alembic import command
 from alembic.config import Config
 from filelock import FileLock
@@ -24,6 +25,7 @@ from sqlmodel import Session, create_engine
 from backend.settings import Settings
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+T = TypeVar("T")
 
 
 def normalise_url(url: str) -> str:
@@ -109,6 +111,20 @@ def ping(engine: Engine) -> None:
 def session_scope(engine: Engine) -> Iterator[Session]:
     with Session(engine, expire_on_commit=False) as session:
         yield session
+
+
+async def run_in_session(engine: Engine, work: Callable[[Session], T]) -> T:
+    """A request's database work in one worker-thread trip: the session is opened, used and closed there.
+
+    A sync route with a session dependency costs four trips (session in, route, response check, session out); under
+    load those hand-offs of the GIL between the event loop and the threadpool cost more than the queries.
+    """
+
+    def in_session() -> T:
+        with Session(engine, expire_on_commit=False) as session:
+            return work(session)
+
+    return await anyio.to_thread.run_sync(in_session)
 
 
 @contextmanager

@@ -1,57 +1,68 @@
-"""Annotated dependencies so routes read like prose: `user: CurrentUser`, `session: SessionDep`."""
+"""Annotated dependencies so routes read like prose: `user: CurrentUser`, `db: DbDep`.
+
+Every dependency is `async def`: FastAPI runs a plain `def` one in the threadpool, a trip that costs more than what
+these do. Database work goes to the threadpool once per request, through `Db`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import Engine
 from sqlmodel import Session
 
+from backend import db
 from backend.auth import TokenVerifier, unauthorized
 from backend.chat import ChatService
 from backend.errors import ApiError
 from backend.ratelimit import RateLimiter, retry_after_header
-from backend.settings import Settings
 
 _bearer = HTTPBearer(auto_error=False, description="A Better Auth JWT")
 
 
-def get_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
+T = TypeVar("T")
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    with Session(request.app.state.engine, expire_on_commit=False) as session:
-        yield session
+class Db:
+    """A route's database: `await db(work)` runs `work(session)` in the threadpool, in a session of its own."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    async def __call__(self, work: Callable[[Session], T]) -> T:
+        return await db.run_in_session(self.engine, work)
 
 
-def get_chat_service(request: Request) -> ChatService:
+async def get_db(request: Request) -> Db:
+    return Db(request.app.state.engine)
+
+
+async def get_chat_service(request: Request) -> ChatService:
     service: ChatService = request.app.state.chat
     return service
 
 
-def get_current_user(
+async def get_current_user(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> str:
-    """The user named by a verified token; a plain `def` so a JWKS fetch runs in the threadpool."""
+    """The user named by a verified token (a JWKS key fetch, when one is needed, runs in the threadpool)."""
     if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
         raise unauthorized("A Bearer token is required.")
     verifier: TokenVerifier = request.app.state.verifier
-    user_id = verifier.user_id(credentials.credentials)
+    user_id = await verifier.verified_user(credentials.credentials)
     request.state.user_id = user_id
     return user_id
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-SessionDep = Annotated[Session, Depends(get_session)]
+DbDep = Annotated[Db, Depends(get_db)]
 ChatDep = Annotated[ChatService, Depends(get_chat_service)]
 CurrentUser = Annotated[str, Depends(get_current_user)]
 
 
-def get_path_user(current: CurrentUser, user_id: Annotated[str, Path(max_length=128)]) -> str:
+async def get_path_user(current: CurrentUser, user_id: Annotated[str, Path(max_length=128)]) -> str:
     """The `{user_id}` in the path must be the token's user: the path is a claim, the token is the proof."""
     if user_id != current:
         raise ApiError(403, "forbidden", "The path names a different user than the token.")

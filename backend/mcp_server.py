@@ -135,8 +135,7 @@ class BearerAuth:
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise unauthorized("A Bearer token is required.")
-        # A plain function: with a JWKS URL it may fetch keys, so keep it off the event loop.
-        return await anyio.to_thread.run_sync(self.verifier.user_id, token.strip())
+        return await self.verifier.verified_user(token.strip())
 
 
 class McpEndpoint:

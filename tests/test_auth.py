@@ -161,6 +161,27 @@ def test_eddsa_and_rs256_tokens_verify_through_jwks(tmp_path: Path, jwks_url: st
     )
 
 
+async def test_a_jwks_key_fetch_runs_off_the_event_loop(
+    tmp_path: Path, jwks_url: str, keys: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a JWKS URL, verifying may fetch keys over the network: it must not block the event loop; a shared secret
+    is pure CPU and is verified in place (a threadpool trip would cost more than the check)."""
+    loop_thread = threading.get_ident()
+    seen: list[int] = []
+    verify = TokenVerifier.user_id
+
+    def recording(self: TokenVerifier, token: str) -> str:
+        seen.append(threading.get_ident())
+        return verify(self, token)
+
+    monkeypatch.setattr(TokenVerifier, "user_id", recording)
+    token = jwt.encode({"sub": "u1", "exp": future()}, keys["ed"], algorithm="EdDSA", headers={"kid": "ed1"})
+    assert await jwks_verifier(tmp_path, jwks_url).verified_user(token) == "u1"
+    hs = TokenVerifier(make_settings(tmp_path))
+    assert await hs.verified_user(jwt.encode({"sub": "u2", "exp": future()}, TEST_SECRET, algorithm="HS256")) == "u2"
+    assert seen[0] != loop_thread and seen[1] == loop_thread
+
+
 def test_hs_rs_confusion_and_unknown_keys_are_rejected(tmp_path: Path, jwks_url: str, keys: dict[str, Any]) -> None:
     verifier = jwks_verifier(tmp_path, jwks_url)
     public_pem = (

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import anyio.to_thread
+import pytest
+
 from tests.conftest import Harness, new_user
 
 
@@ -101,3 +106,32 @@ async def test_conversations_list_read_delete(harness: Harness) -> None:
 
     assert (await harness.client.delete(f"/api/{user}/conversations/{first}", headers=auth)).status_code == 204
     assert (await harness.client.get(f"/api/{user}/conversations/{first}", headers=auth)).status_code == 404
+
+
+async def test_each_rest_request_is_one_threadpool_trip(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Auth and the other dependencies run on the event loop and a route's database work is one trip to the
+    threadpool: a sync route with a session dependency took four, and under load those hand-offs cost more than
+    the queries."""
+    trips: list[str] = []
+    run_sync = anyio.to_thread.run_sync
+
+    async def counting(func: Any, *args: Any, **kwargs: Any) -> Any:
+        trips.append(getattr(func, "__qualname__", repr(func)))
+        return await run_sync(func, *args, **kwargs)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counting)
+    user = new_user()
+    auth = harness.auth(user)
+    base = f"/api/{user}/tasks"
+    task = (await harness.client.post(base, json={"title": "Buy milk"}, headers=auth)).json()
+    calls = [
+        harness.client.get(base, headers=auth),
+        harness.client.get(f"{base}/{task['id']}", headers=auth),
+        harness.client.patch(f"{base}/{task['id']}", json={"completed": True}, headers=auth),
+        harness.client.get(f"/api/{user}/conversations", headers=auth),
+        harness.client.delete(f"{base}/{task['id']}", headers=auth),
+        harness.client.get(f"{base}/{task['id']}", headers=auth),  # a 404 too
+    ]
+    for call in calls:
+        await call
+    assert len(trips) == 1 + len(calls), trips

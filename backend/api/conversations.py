@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
+from sqlmodel import Session
 
 from backend import crud
-from backend.deps import PathUser, SessionDep
+from backend.deps import DbDep, PathUser
 from backend.errors import ApiError, error_responses
 from backend.models import ROW_ID_MAX, Conversation, ConversationDetail, ConversationPublic, MessagePublic
 
@@ -23,7 +24,7 @@ def conversation_not_found() -> ApiError:
     return ApiError(404, "not_found", "Conversation not found.")
 
 
-def owned_conversation(session: SessionDep, user: str, conversation_id: int) -> Conversation:
+def owned_conversation(session: Session, user: str, conversation_id: int) -> Conversation:
     conversation = crud.get_conversation(session, user_id=user, conversation_id=conversation_id)
     if conversation is None:
         raise conversation_not_found()
@@ -31,19 +32,23 @@ def owned_conversation(session: SessionDep, user: str, conversation_id: int) -> 
 
 
 @router.get("", response_model=list[ConversationPublic])
-def list_conversations(
+async def list_conversations(
     user: PathUser,
-    session: SessionDep,
+    db: DbDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     offset: Annotated[int, Query(ge=0, le=ROW_ID_MAX)] = 0,
 ) -> list[Conversation]:
     """Newest first."""
-    return list(crud.list_conversations(session, user_id=user, limit=limit, offset=offset))
+    return await db(lambda session: list(crud.list_conversations(session, user_id=user, limit=limit, offset=offset)))
 
 
 @router.get("/{conversation_id}", response_model=ConversationDetail, responses=NOT_FOUND)
-def read_conversation(user: PathUser, session: SessionDep, conversation_id: int) -> ConversationDetail:
+async def read_conversation(user: PathUser, db: DbDep, conversation_id: int) -> ConversationDetail:
     """The conversation with its messages, oldest first."""
+    return await db(lambda session: conversation_detail(session, user, conversation_id))
+
+
+def conversation_detail(session: Session, user: str, conversation_id: int) -> ConversationDetail:
     conversation = owned_conversation(session, user, conversation_id)
     assert conversation.id is not None
     messages = crud.list_messages(session, conversation_id=conversation.id)
@@ -54,7 +59,10 @@ def read_conversation(user: PathUser, session: SessionDep, conversation_id: int)
 
 
 @router.delete("/{conversation_id}", status_code=204, responses=NOT_FOUND)
-def delete_conversation(user: PathUser, session: SessionDep, conversation_id: int) -> Response:
-    conversation = owned_conversation(session, user, conversation_id)
-    crud.delete_conversation(session, conversation=conversation)
+async def delete_conversation(user: PathUser, db: DbDep, conversation_id: int) -> Response:
+    await db(
+        lambda session: crud.delete_conversation(
+            session, conversation=owned_conversation(session, user, conversation_id)
+        )
+    )
     return Response(status_code=204)

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
+from sqlmodel import Session
 
 from backend import crud
-from backend.deps import PathUser, SessionDep
+from backend.deps import DbDep, PathUser
 from backend.errors import ApiError, error_responses
 from backend.models import Task, TaskCreate, TaskPublic, TaskStatus, TaskUpdate
 
@@ -15,7 +16,7 @@ router = APIRouter(prefix="/api/{user_id}/tasks", tags=["tasks"], responses=erro
 NOT_FOUND = error_responses(404)
 
 
-def owned_task(session: SessionDep, user: str, task_id: int) -> Task:
+def owned_task(session: Session, user: str, task_id: int) -> Task:
     task = crud.get_task(session, user_id=user, task_id=task_id)
     if task is None:
         raise ApiError(404, "not_found", "Task not found.")
@@ -23,32 +24,31 @@ def owned_task(session: SessionDep, user: str, task_id: int) -> Task:
 
 
 @router.get("", response_model=list[TaskPublic])
-def list_tasks(user: PathUser, session: SessionDep, status: Annotated[TaskStatus, Query()] = "all") -> list[Task]:
+async def list_tasks(user: PathUser, db: DbDep, status: Annotated[TaskStatus, Query()] = "all") -> list[Task]:
     """Oldest first."""
-    return list(crud.list_tasks(session, user_id=user, status=status))
+    return await db(lambda session: list(crud.list_tasks(session, user_id=user, status=status)))
 
 
 @router.post("", response_model=TaskPublic, status_code=201)
-def create_task(user: PathUser, session: SessionDep, task_in: TaskCreate) -> Task:
-    return crud.create_task(session, user_id=user, task_in=task_in)
+async def create_task(user: PathUser, db: DbDep, task_in: TaskCreate) -> Task:
+    return await db(lambda session: crud.create_task(session, user_id=user, task_in=task_in))
 
 
 @router.get("/{task_id}", response_model=TaskPublic, responses=NOT_FOUND)
-def read_task(user: PathUser, session: SessionDep, task_id: int) -> Task:
-    return owned_task(session, user, task_id)
+async def read_task(user: PathUser, db: DbDep, task_id: int) -> Task:
+    return await db(lambda session: owned_task(session, user, task_id))
 
 
 @router.patch("/{task_id}", response_model=TaskPublic, responses=NOT_FOUND)
-def update_task(user: PathUser, session: SessionDep, task_id: int, task_in: TaskUpdate) -> Task:
+async def update_task(user: PathUser, db: DbDep, task_id: int, task_in: TaskUpdate) -> Task:
     """Any of title, description, completed; `description: null` clears it, `title: null` is refused."""
     for field in ("title", "completed"):
         if field in task_in.model_fields_set and getattr(task_in, field) is None:
             raise ApiError(422, "validation_error", f"{field} cannot be null")
-    task = owned_task(session, user, task_id)
-    return crud.update_task(session, task=task, task_in=task_in)
+    return await db(lambda session: crud.update_task(session, task=owned_task(session, user, task_id), task_in=task_in))
 
 
 @router.delete("/{task_id}", status_code=204, responses=NOT_FOUND)
-def delete_task(user: PathUser, session: SessionDep, task_id: int) -> Response:
-    crud.delete_task(session, task=owned_task(session, user, task_id))
+async def delete_task(user: PathUser, db: DbDep, task_id: int) -> Response:
+    await db(lambda session: crud.delete_task(session, task=owned_task(session, user, task_id)))
     return Response(status_code=204)

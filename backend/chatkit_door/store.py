@@ -13,13 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import anyio
 from chatkit.store import NotFoundError, Store
 from chatkit.types import Attachment, Page, ThreadItem, ThreadMetadata
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-from backend import crud
+from backend import crud, db
 from backend.chat import OpenTurn
 from backend.chatkit_door.items import (
     TEXT_PART,
@@ -57,11 +56,7 @@ class ConversationStore(Store[RequestContext]):
         self.engine = engine
 
     async def _run(self, work: Callable[[Session], T]) -> T:
-        def in_session() -> T:
-            with Session(self.engine, expire_on_commit=False) as session:
-                return work(session)
-
-        return await anyio.to_thread.run_sync(in_session)
+        return await db.run_in_session(self.engine, work)
 
     @staticmethod
     def _conversation(session: Session, context: RequestContext, thread: str) -> Conversation:
