@@ -85,8 +85,10 @@ async def runner_throughput(cases: int, concurrency: int, delay: float, workers:
                 openai_api_key="none", model_timeout=30.0,
             )  # fmt: skip
             dataset = cycled(load_dataset(), cases)
-            # Warm up imports, the connection pool and the server (not measured).
-            await run_evals(EvalConfig(settings=settings, concurrency=2, deepeval=False), dataset=cycled(dataset, 2))
+            if workers == 1:
+                # Warm up lazy imports, the connection pool and the server (not measured). Not before a split run:
+                # its threads would outlive it, and a process with threads spawns its workers instead of forking.
+                await run_evals(EvalConfig(settings=settings, concurrency=2, deepeval=False), dataset=cycled(dataset, 2))
             config = EvalConfig(settings=settings, concurrency=concurrency, workers=workers, deepeval=False)
             result = await run_evals(config, dataset=dataset)
     return report(result, f"in-process, --workers {workers}", cases, concurrency, delay)
@@ -188,7 +190,7 @@ async def main() -> None:
     )  # fmt: skip
     parser.add_argument("--skip-replay", action="store_true")
     args = parser.parse_args()
-    for workers in args.workers:
+    for workers in sorted(args.workers, reverse=True):  # split runs first, while this process has no threads
         result = await runner_throughput(args.cases, args.concurrency, args.delay, workers)
     for backend_workers in args.url_backend_workers:
         await runner_throughput_url(args.cases, args.concurrency, args.delay, backend_workers)

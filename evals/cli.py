@@ -134,20 +134,21 @@ def _run(config: EvalConfig) -> RunResult:
     if not len(dataset):
         console.print("[red]no case matches --tags/--ids[/red]")
         raise typer.Exit(ExitCode.USAGE)
+    # Redrawn on each event, not by a refresh thread: with no thread running, `--workers` can fork (evals/parallel.py).
     progress = Progress(
         TextColumn("[bold]eval[/bold] {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=console, transient=False,
+        console=console, transient=False, auto_refresh=False,
     )  # fmt: skip
     counts = {"passed": 0, "failed": 0}
     task_id = progress.add_task("starting", total=None)
 
     def on_start(total: int) -> None:
-        progress.update(task_id, total=total, description="running")
+        progress.update(task_id, total=total, description="running", refresh=True)
 
     def on_result(outcome: TrialOutcome) -> None:
         counts["passed" if outcome.score.passed else "failed"] += 1
         progress.update(task_id, advance=1, description=f"[green]{counts['passed']} passed[/green] "
-                        f"[red]{counts['failed']} failed[/red]")  # fmt: skip
+                        f"[red]{counts['failed']} failed[/red]", refresh=True)  # fmt: skip
         if not outcome.score.passed:
             kinds = ", ".join(outcome.score.failure_kinds)
             progress.console.print(f"  [red]✗[/red] {outcome.case.id} (trial {outcome.transcript.trial}): {kinds}")

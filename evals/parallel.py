@@ -2,7 +2,8 @@
 
 The runner drives the real backend in-process, so its per-case cost (HTTP, FastAPI, the Agents SDK, SQLite) is Python
 on one core; past a few concurrent cases a single process is CPU-bound while the model sits idle. Each worker is a
-fresh interpreter (spawned: nothing half-initialised is inherited) with its own app slots and databases; the
+process of its own (forked when this process runs no other thread, see `_start_method`) with its own app slots and
+databases; the
 `concurrency` slots are split between the workers, and every slot takes its next case from one shared queue (longest
 first), so no worker idles while another has a backlog. Results do not depend on which worker ran a case: each case
 starts on an emptied database. A worker streams each finished trial back, so progress and `on_result` work as in one
@@ -16,6 +17,7 @@ import contextlib
 import multiprocessing
 import os
 import queue as queue_module
+import threading
 import time
 from dataclasses import replace
 from typing import Any
@@ -86,16 +88,11 @@ async def run_in_workers(
     per_worker = replace(config, workers=1, deepeval=False, prune_cache=False)
     began = time.perf_counter()
     startup = last_result = 0.0
-    context = multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context(_start_method())
     messages = context.Queue()
     go = context.Event()
-    # One queue of jobs, longest first, shared by every slot of every worker; then one None per slot to stop it.
     jobs = context.Queue()
-    for case, trial in jobs_in_order(dataset.cases, config.trials):
-        jobs.put((case.id, trial))
     slots = [config.concurrency // workers + (1 if i < config.concurrency % workers else 0) for i in range(workers)]
-    for _ in range(sum(slots)):
-        jobs.put(None)
     processes = [
         context.Process(
             target=_worker, args=(replace(per_worker, concurrency=n), all_cases, jobs, messages, go), daemon=True
@@ -104,6 +101,12 @@ async def run_in_workers(
     ]
     for process in processes:
         process.start()
+    # One queue of jobs, longest first, shared by every slot of every worker; then one None per slot to stop it.
+    # Filled once the workers exist: a put starts the queue's feeder thread, and a fork must not race a thread.
+    for case, trial in jobs_in_order(dataset.cases, config.trials):
+        jobs.put((case.id, trial))
+    for _ in range(sum(slots)):
+        jobs.put(None)
     cases = {c.id: c for c in dataset.cases}
     outcomes: list[TrialOutcome] = []
     targets: list[dict[str, Any]] = []
@@ -179,6 +182,18 @@ def _default_settings() -> Any:
     from backend.settings import get_settings
 
     return get_settings()
+
+
+def _start_method() -> str:
+    """fork when nothing else runs in this process, else spawn.
+
+    A forked worker starts with every module already imported; a spawned one imports the backend again, which costs
+    seconds of CPU per worker (the Agents SDK alone takes ~3 s on a 2-core machine), more than a short run itself.
+    With another thread running, a fork could copy a lock that thread holds, and the child would wait on it forever.
+    """
+    if "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1:
+        return "fork"
+    return "spawn"
 
 
 def _event_loop_runner() -> Any:

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 from evals.dataset import load_dataset
+from evals.parallel import _start_method
 from evals.runner import Job, expected_model_calls, jobs_in_order
 from evals.suite import run_evals, run_here
 from tests.evals_support import scripted_config
@@ -52,3 +58,32 @@ async def test_a_run_takes_only_the_jobs_it_is_handed(tmp_path: Path) -> None:
     config = scripted_config(tmp_path, concurrency=2)
     run = await run_here(config, dataset, next_job=next_job)
     assert [(o.case.id, o.transcript.trial) for o in run.outcomes] == [(c.id, k) for c, k in expected]
+
+
+def test_workers_fork_from_a_quiet_process_and_spawn_beside_a_thread(tmp_path: Path) -> None:
+    """The CLI runs no thread of its own (its progress bar is redrawn per event), so `--workers` forks: a worker
+    starts with every module imported instead of importing the backend again. The run is the real CLI in a fresh
+    interpreter, as a user starts it."""
+    probe = "import evals.parallel as p, evals.cli; print(p._start_method())"
+    forked = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120)
+    assert forked.stdout.strip() == "fork"
+    env = {**os.environ, "DATA_DIR": str(tmp_path / "data"), "BETTER_AUTH_SECRET": "x" * 48}
+    out = tmp_path / "out"
+    run = subprocess.run(
+        [str(Path(sys.executable).parent / "todo-agent"), "eval", "run", "--model", "scripted", "--ids", ",".join(IDS),
+         "--workers", "2", "--concurrency", "4", "--out", str(out), "--quiet", "--no-deepeval"],
+        capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    results = json.loads((out / "results.json").read_text())
+    assert results["info"]["options"]["workers"] == 2
+    assert sorted(t["case_id"] for t in results["trials"]) == sorted(IDS)
+
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait)
+    thread.start()
+    try:
+        assert _start_method() == "spawn"
+    finally:
+        stop.set()
+        thread.join()
