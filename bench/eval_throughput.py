@@ -88,7 +88,9 @@ async def runner_throughput(cases: int, concurrency: int, delay: float, workers:
             if workers == 1:
                 # Warm up lazy imports, the connection pool and the server (not measured). Not before a split run:
                 # its threads would outlive it, and a process with threads spawns its workers instead of forking.
-                await run_evals(EvalConfig(settings=settings, concurrency=2, deepeval=False), dataset=cycled(dataset, 2))
+                await run_evals(
+                    EvalConfig(settings=settings, concurrency=2, deepeval=False), dataset=cycled(dataset, 2)
+                )
             config = EvalConfig(settings=settings, concurrency=concurrency, workers=workers, deepeval=False)
             result = await run_evals(config, dataset=dataset)
     return report(result, f"in-process, --workers {workers}", cases, concurrency, delay)

@@ -88,7 +88,7 @@ async def run_in_workers(
     per_worker = replace(config, workers=1, deepeval=False, prune_cache=False)
     began = time.perf_counter()
     startup = last_result = 0.0
-    context = multiprocessing.get_context(_start_method())
+    context: Any = multiprocessing.get_context(_start_method())  # typeshed: BaseContext has no Process
     messages = context.Queue()
     go = context.Event()
     jobs = context.Queue()
