@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, update
+from sqlalchemy import bindparam, delete, or_, update
 from sqlmodel import Session, col, func, select
 
 from backend.models import (
@@ -142,25 +142,34 @@ def delete_conversation(session: Session, *, conversation: Conversation) -> None
     session.commit()
 
 
+# The two statements every turn runs, built once and run on the table (Core): an ORM-enabled UPDATE built per call
+# costs ~0.9 ms of Python here, this ~0.25 ms. No loaded Conversation needs syncing: the lease is only read in SQL.
+_conversation = Conversation.__table__.c  # type: ignore[attr-defined]
+_ACQUIRE_LEASE = (
+    update(Conversation.__table__)  # type: ignore[attr-defined]
+    .where(_conversation.id == bindparam("p_id"))
+    .where(or_(_conversation.turn_lease_until.is_(None), _conversation.turn_lease_until < bindparam("p_now")))
+    .values(turn_lease_until=bindparam("p_until"))
+)
+_RELEASE_LEASE = (
+    update(Conversation.__table__)  # type: ignore[attr-defined]
+    .where(_conversation.id == bindparam("p_id"))
+    .values(turn_lease_until=None, updated_at=bindparam("p_now"))
+)
+
+
 def acquire_turn_lease(session: Session, *, conversation_id: int, seconds: float) -> bool:
     """Atomically claim the conversation for one turn; False when another worker holds a live lease."""
     now = utcnow()
     result = session.execute(
-        update(Conversation)
-        .where(col(Conversation.id) == conversation_id)
-        .where((col(Conversation.turn_lease_until).is_(None)) | (col(Conversation.turn_lease_until) < now))
-        .values(turn_lease_until=now + timedelta(seconds=seconds))
+        _ACQUIRE_LEASE, {"p_id": conversation_id, "p_now": now, "p_until": now + timedelta(seconds=seconds)}
     )
     session.commit()
     return bool(getattr(result, "rowcount", 0))
 
 
 def release_turn_lease(session: Session, *, conversation_id: int) -> None:
-    session.execute(
-        update(Conversation)
-        .where(col(Conversation.id) == conversation_id)
-        .values(turn_lease_until=None, updated_at=utcnow())
-    )
+    session.execute(_RELEASE_LEASE, {"p_id": conversation_id, "p_now": utcnow()})
     session.commit()
 
 
