@@ -180,6 +180,19 @@ async def replay_suite() -> None:
               f"{base.metrics.get('case_pass_rate')}")  # fmt: skip
 
 
+def machine_speed() -> None:
+    """The runner is CPU-bound, so its ratio to the ideal depends on the machine: print a yardstick to compare
+    figures taken on different machines by."""
+    best = min(_timed(lambda: sum(i * i for i in range(10**6))) for _ in range(5))
+    print(f"0. machine: {os.cpu_count()} cpus; pure-Python yardstick sum(i*i for i < 1e6) {best * 1000:.0f} ms")
+
+
+def _timed(work: Any) -> float:
+    started = time.perf_counter()
+    work()
+    return time.perf_counter() - started
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", type=int, default=100)
@@ -192,6 +205,7 @@ async def main() -> None:
     )  # fmt: skip
     parser.add_argument("--skip-replay", action="store_true")
     args = parser.parse_args()
+    machine_speed()
     for workers in sorted(args.workers, reverse=True):  # split runs first, while this process has no threads
         result = await runner_throughput(args.cases, args.concurrency, args.delay, workers)
     for backend_workers in args.url_backend_workers:
