@@ -27,7 +27,7 @@ from evals.dataset import DEFAULT_DATASET, PROJECT_ROOT, SCHEMA_FILE, DatasetErr
 from evals.reports import render_html, render_junit, render_markdown
 from evals.results import RunResult
 from evals.runner import TrialOutcome
-from evals.suite import EvalConfig, rescore, run_evals, select
+from evals.suite import EvalConfig, auto_workers, rescore, run_evals, select
 
 os.environ.setdefault("DEEPEVAL_TELEMETRY_OPT_OUT", "1")
 os.environ.setdefault("DEEPEVAL_DISABLE_DOTENV", "1")
@@ -52,11 +52,11 @@ ConcurrencyOpt = Annotated[
     int, typer.Option("--concurrency", min=1, help="Cases run at once (the local model serialises: use 1-2).")
 ]
 WorkersOpt = Annotated[
-    int,
+    str,
     typer.Option(
         "--workers",
-        min=1,
-        help="Processes to spread in-process cases over (helps CPU-bound runs such as replays when cores are free).",
+        help="Processes to spread in-process cases over, or 'auto': one per 8 concurrent cases, up to the CPU count "
+        "(the backend's work is Python in the runner's process).",
     ),
 ]
 TimeoutOpt = Annotated[float, typer.Option("--turn-timeout", help="Seconds one turn may take.")]
@@ -108,15 +108,21 @@ def _split(values: list[str] | None) -> list[str]:
 def _config(
     dataset: Path, tags: list[str] | None, ids: list[str] | None, trials: int, concurrency: int, turn_timeout: float,
     prompt: Path | None, model: str | None, url: str | None, token_secret: str | None, tokens: Path | None,
-    cache: str, cache_file: Path | None, deepeval: bool, prune_cache: bool = False, workers: int = 1,
+    cache: str, cache_file: Path | None, deepeval: bool, prune_cache: bool = False, workers: str = "auto",
 ) -> EvalConfig:  # fmt: skip
     if cache not in CACHE_MODES:
         raise typer.BadParameter(f"--cache must be one of {', '.join(CACHE_MODES)}")
+    if workers == "auto":
+        processes = auto_workers(concurrency, in_process=url is None)
+    elif workers.isdecimal():
+        processes = int(workers)
+    else:
+        raise typer.BadParameter(f"--workers must be a number or 'auto', not {workers!r}")
     config = EvalConfig(
         dataset=dataset, tags=_split(tags), ids=_split(ids), trials=trials, concurrency=concurrency,
         turn_timeout=turn_timeout, prompt=prompt, model=model, url=url, token_secret=token_secret, token_file=tokens,
         cache_mode=cache, cache_file=cache_file, prune_cache=prune_cache, deepeval=deepeval,  # type: ignore[arg-type]
-        workers=workers,
+        workers=processes,
     )  # fmt: skip
     try:
         config.validate()
@@ -194,7 +200,7 @@ def run_command(
     ids: IdsOpt = None,
     trials: TrialsOpt = 1,
     concurrency: ConcurrencyOpt = 4,
-    workers: WorkersOpt = 1,
+    workers: WorkersOpt = "auto",
     turn_timeout: TimeoutOpt = 120.0,
     prompt: PromptOpt = None,
     model: ModelOpt = None,
@@ -278,7 +284,7 @@ def baseline_command(
     dataset: DatasetOpt = DEFAULT_DATASET,
     trials: TrialsOpt = 1,
     concurrency: ConcurrencyOpt = 2,
-    workers: WorkersOpt = 1,
+    workers: WorkersOpt = "auto",
     turn_timeout: TimeoutOpt = 180.0,
     prompt: PromptOpt = None,
     model: ModelOpt = None,

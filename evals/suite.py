@@ -7,6 +7,7 @@ The CLI, the deepeval test module, the self-tests and the bench all call `run_ev
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -29,6 +30,18 @@ from evals.target import InProcessTarget, RemoteTarget, Target, in_process_setti
 
 SCRIPTED_MODEL = "scripted"  # `--model scripted`: the rule-based reference agent, in-process
 CACHE_DIR = PROJECT_ROOT / "evals" / "cache"
+
+
+SLOTS_PER_WORKER = 8
+
+
+def auto_workers(concurrency: int, *, in_process: bool = True) -> int:
+    """`--workers auto`: a process per 8 concurrent cases, up to the CPU count. The backend's own work runs in the
+    runner and is Python: one process fills a core at about 16 concurrent 200 ms model calls. A deployed backend
+    (`--url`) does that work itself, so its runner is one process."""
+    if not in_process:
+        return 1
+    return max(1, min(os.cpu_count() or 1, concurrency // SLOTS_PER_WORKER))
 
 
 @dataclass

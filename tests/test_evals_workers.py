@@ -9,10 +9,14 @@ import sys
 import threading
 from pathlib import Path
 
+import pytest
+from typer.testing import CliRunner
+
+from backend.cli import app
 from evals.dataset import load_dataset
 from evals.parallel import _start_method
 from evals.runner import Job, expected_model_calls, jobs_in_order
-from evals.suite import run_evals, run_here
+from evals.suite import auto_workers, run_evals, run_here
 from tests.evals_support import scripted_config
 
 IDS = ["ref-add-groceries", "ref-complete-by-id", "multi-add-two", "follow-add-then-complete", "chat-hello"]
@@ -87,3 +91,17 @@ def test_workers_fork_from_a_quiet_process_and_spawn_beside_a_thread(tmp_path: P
     finally:
         stop.set()
         thread.join()
+
+
+def test_auto_workers_is_a_process_per_8_concurrent_cases_up_to_the_cpu_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert [auto_workers(n) for n in (1, 4, 15, 16, 64)] == [1, 1, 1, 2, 2]
+    assert auto_workers(64, in_process=False) == 1  # a deployed backend does the work itself
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    assert auto_workers(40) == 5
+
+
+def test_workers_must_be_a_number_or_auto() -> None:
+    for bad in ("two", "0"):
+        result = CliRunner().invoke(app, ["eval", "run", "--model", "scripted", "--workers", bad, "--no-deepeval"])
+        assert result.exit_code == 2 and "--workers" in result.output, result.output
