@@ -4,6 +4,7 @@ through httpx, and a scripted model at the model boundary."""
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -171,3 +172,11 @@ def local_model_settings() -> Iterator[Settings]:
     yield settings
     if not already_up:
         stop_local_model_server(settings)
+
+
+def wait_for_a_fresh_window(margin: float = 8.0) -> None:
+    """The rate limit is a fixed one-minute window: a burst started just before it rolls over would count in two
+    windows, and let more through than the limit."""
+    into = time.time() % 60
+    if into > 60 - margin:
+        time.sleep(60 - into + 0.2)

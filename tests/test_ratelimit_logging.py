@@ -12,7 +12,7 @@ import pytest
 
 from backend.observability import JsonFormatter
 from backend.ratelimit import MemoryRateLimiter, RedisRateLimiter
-from tests.conftest import Harness, new_user
+from tests.conftest import Harness, new_user, wait_for_a_fresh_window
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -20,6 +20,7 @@ REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 async def test_chat_turns_over_the_limit_are_429_with_retry_after(make_harness: Any) -> None:
     harness: Harness = await make_harness(rate_limit_per_minute=3)
     user, other = new_user(), new_user()
+    wait_for_a_fresh_window()
     statuses = [(await harness.chat(user, "hello")).status_code for _ in range(4)]
     assert statuses == [200, 200, 200, 429]
     limited = await harness.chat(user, "hello")

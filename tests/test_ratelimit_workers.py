@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +21,7 @@ from backend import db
 from backend.auth import mint_token
 from backend.settings import Settings
 from bench._servers import free_port, uvicorn_process, wait_until_up
-from tests.conftest import TEST_SECRET, make_settings
+from tests.conftest import TEST_SECRET, make_settings, wait_for_a_fresh_window
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 LIMIT = 4
@@ -64,13 +63,6 @@ def two_backends(tmp_path: Path, extra_env: dict[str, str]) -> Iterator[tuple[li
         for base in bases:
             wait_until_up(f"{base}/health/live")
         yield bases, settings
-
-
-def wait_for_a_fresh_window(margin: float = 8.0) -> None:
-    """The limit is a fixed one-minute window: do not start a burst just before it rolls over."""
-    into = time.time() % 60
-    if into > 60 - margin:
-        time.sleep(60 - into + 0.2)
 
 
 def burst(bases: list[str], settings: Settings, requests: int) -> list[httpx.Response]:
