@@ -2,8 +2,7 @@
 
 The runner drives the real backend in-process, so its per-case cost (HTTP, FastAPI, the Agents SDK, SQLite) is Python
 on one core; past a few concurrent cases a single process is CPU-bound while the model sits idle. Each worker is a
-process of its own (forked when this process runs no other thread, see `_start_method`) with its own app slots and
-databases; the
+process of its own (forked when it is safe, see `_start_method`) with its own app slots and databases; the
 `concurrency` slots are split between the workers, and every slot takes its next case from one shared queue (longest
 first), so no worker idles while another has a backlog. Results do not depend on which worker ran a case: each case
 starts on an emptied database. A worker streams each finished trial back, so progress and `on_result` work as in one
@@ -17,6 +16,7 @@ import contextlib
 import multiprocessing
 import os
 import queue as queue_module
+import sys
 import threading
 import time
 from dataclasses import replace
@@ -185,13 +185,14 @@ def _default_settings() -> Any:
 
 
 def _start_method() -> str:
-    """fork when nothing else runs in this process, else spawn.
+    """fork on Linux when nothing else runs in this process, else spawn.
 
     A forked worker starts with every module already imported; a spawned one imports the backend again, which costs
     seconds of CPU per worker (the Agents SDK alone takes ~3 s on a 2-core machine), more than a short run itself.
-    With another thread running, a fork could copy a lock that thread holds, and the child would wait on it forever.
+    With another thread running, a fork could copy a lock that thread holds, and the child would wait on it forever;
+    on macOS, system libraries are not fork-safe at all (Python spawns there by default).
     """
-    if "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1:
+    if sys.platform == "linux" and threading.active_count() == 1:
         return "fork"
     return "spawn"
 
