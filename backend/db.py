@@ -121,7 +121,7 @@ async def run_in_session(engine: Engine, work: Callable[[Session], T]) -> T:
     """
 
     def in_session() -> T:
-        with Session(engine, expire_on_commit=False) as session:
+        with session_scope(engine) as session:
             return work(session)
 
     return await anyio.to_thread.run_sync(in_session)
