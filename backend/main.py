@@ -10,6 +10,7 @@ from agents import set_tracing_disabled
 from agents.models.interface import Model
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from sqlalchemy import Engine
 
 import playground
 from backend import __version__, chatkit_door, db, mcp_server
@@ -44,11 +45,13 @@ def create_app(
     model: Model | None = None,
     model_check: Callable[[], Awaitable[bool]] | None = None,
     migrate: bool = True,
+    engine: Engine | None = None,
 ) -> FastAPI:
-    """Build the service. `model` replaces the configured one (tests put a scripted model here)."""
+    """Build the service. `model` replaces the configured one (tests put a scripted model here); `engine` replaces
+    the one the settings describe (the eval runner's, whose connections open each case's own database)."""
     settings = settings or get_settings()
     set_tracing_disabled(True)  # offline by default; nothing leaves the machine unless configured
-    engine = db.build_engine(settings)
+    engine = engine or db.build_engine(settings)
     instructions = load_prompt(settings.system_prompt_file)
     agent = TodoAgent(model or build_model(settings), agent_config(settings, instructions))
 

@@ -136,7 +136,7 @@ def report(
     )
     print(f"   ideal (total model latency / {concurrency}) {ideal:.2f} s; run (first case start to last result) "
           f"{run:.2f} s = {run / ideal:.2f}x (target <= 1.25x: {'OK' if run / ideal <= 1.25 else 'MISSED'}); "
-          f"whole wall {wall:.2f} s = {wall / ideal:.2f}x (startup {startup:.2f} s: interpreters, app instances, "
+          f"whole wall {wall:.2f} s = {wall / ideal:.2f}x (startup {startup:.2f} s: worker processes, the app, "
           f"databases; then teardown {max(wall - startup - run, 0):.2f} s)")  # fmt: skip
     print(f"   pass rate of the reference agent: {result.metrics['case_pass_rate']}")
     return result

@@ -2,7 +2,7 @@
 
 The runner drives the real backend in-process, so its per-case cost (HTTP, FastAPI, the Agents SDK, SQLite) is Python
 on one core; past a few concurrent cases a single process is CPU-bound while the model sits idle. Each worker is a
-process of its own (forked when it is safe, see `_start_method`) with its own app slots and databases; the
+process of its own (forked when it is safe, see `_start_method`) with its own app and databases; the
 `concurrency` slots are split between the workers, and every slot takes its next case from one shared queue (longest
 first), so no worker idles while another has a backlog. Results do not depend on which worker ran a case: each case
 starts on an emptied database. A worker streams each finished trial back, so progress and `on_result` work as in one

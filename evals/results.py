@@ -39,7 +39,7 @@ class RunInfo(BaseModel):
     started_at: str
     finished_at: str | None = None
     wall_seconds: float | None = None
-    startup_seconds: float | None = None  # building the target (apps, databases) before the first case
+    startup_seconds: float | None = None  # worker processes, the app, databases: before the first case
     run_seconds: float | None = None  # the cases themselves: wall time less startup and teardown
     target: dict[str, Any] = Field(default_factory=dict)
     dataset: dict[str, Any] = Field(default_factory=dict)

@@ -1,8 +1,8 @@
 """Where the runner sends its requests: the backend in-process (default) or a deployed URL.
 
-Both speak the same HTTP contract. In-process, each case runs on one of `slots` app instances, each on its own SQLite
-file that is emptied before every case: task and message ids then start from 1 on every run, so what the model sees
-(and therefore what it answers, and the record/replay keys) does not depend on scheduling. A deployed backend is
+Both speak the same HTTP contract. In-process, one app serves every case, and each case runs on a SQLite file of its
+own (one per slot, emptied before every case): task and message ids then start from 1 on every run, so what the model
+sees (and therefore what it answers, and the record/replay keys) does not depend on scheduling. A deployed backend is
 reached over HTTP with tokens minted from its HS256 secret, or taken from a file of per-user tokens.
 """
 
@@ -13,17 +13,22 @@ import hashlib
 import json
 import secrets
 import shutil
+import sqlite3
 import tempfile
+import threading
 import uuid
+from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
-from sqlalchemy import Engine, inspect, text
-from sqlmodel import SQLModel
+from sqlalchemy import Engine, event, inspect, text
+from sqlalchemy.pool import ConnectionPoolEntry, NullPool
+from sqlmodel import SQLModel, create_engine
 
 from backend import db
 from backend import models as _models  # noqa: F401  (registers the tables on SQLModel.metadata)
@@ -65,24 +70,78 @@ def _fresh_user(prefix: str = "eval") -> str:
 
 # ---------------------------------------------------------------- in-process
 
+# The database file of the case running in this context: the in-process app's connections open it.
+CASE_DATABASE: ContextVar[Path] = ContextVar("eval_case_database")
+_CASE_KEY = "eval_case_database"
 
-@dataclass
-class _Slot:
-    app: Any
-    client: httpx.AsyncClient
-    engine: Engine
+
+def _connect_case_database() -> sqlite3.Connection:
+    return sqlite3.connect(CASE_DATABASE.get(), check_same_thread=False, timeout=30)
+
+
+class _CaseDatabasePool(NullPool):
+    """Idle connections kept per case database file; a checkout takes one to the running case's file.
+
+    This lets one app serve every slot. FastAPI builds an app's routes on its first requests (~35 ms an app here),
+    so an app per slot cost about half a second of CPU per run at --concurrency 16, paid while the first cases ran.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._idle: dict[Path, list[ConnectionPoolEntry]] = defaultdict(list)
+        self._lock = threading.Lock()  # checkouts and checkins come from the threadpool's threads
+
+    def status(self) -> str:
+        return "CaseDatabasePool"
+
+    def _do_get(self) -> ConnectionPoolEntry:
+        path = CASE_DATABASE.get()
+        with self._lock:
+            idle = self._idle[path]
+            if idle:
+                return idle.pop()
+        record = self._create_connection()
+        record.info[_CASE_KEY] = path
+        return record
+
+    def _do_return_conn(self, record: ConnectionPoolEntry) -> None:
+        path = record.info.get(_CASE_KEY)
+        if path is None:  # invalidated: its file is unknown
+            record.close()
+            return
+        with self._lock:
+            self._idle[path].append(record)
+
+    def dispose(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, defaultdict(list)
+        for records in idle.values():
+            for record in records:
+                record.close()
+
+
+def _case_engine(workdir: Path) -> Engine:
+    engine = create_engine(
+        f"sqlite:///{workdir / 'case.db'}", creator=_connect_case_database, poolclass=_CaseDatabasePool
+    )
+    event.listen(engine, "connect", db.sqlite_pragmas)
+    return engine
 
 
 @dataclass
 class InProcessTarget:
-    """The real app (`create_app`) behind `httpx.ASGITransport`, with the agent's model client on `model_transport`."""
+    """The real app (`create_app`) behind `httpx.ASGITransport`, with the agent's model client on `model_transport`.
+
+    One app serves up to `slots` cases at once; each case runs on a SQLite file of its own (`CASE_DATABASE`), emptied
+    before the case, so task and message ids start from 1 in every case."""
 
     settings: Settings
     model_transport: RecordReplayTransport
     slots: int = 1
-    _slots: asyncio.Queue[_Slot] = field(default_factory=asyncio.Queue)
-    _all: list[_Slot] = field(default_factory=list)
+    _free: asyncio.Queue[Path] = field(default_factory=asyncio.Queue)
     _workdir: Path | None = None
+    _engine: Engine | None = None
+    _client: httpx.AsyncClient | None = None
 
     def describe(self) -> dict[str, Any]:
         prompt = load_prompt(self.settings.system_prompt_file)
@@ -106,53 +165,44 @@ class InProcessTarget:
         engine = db.build_engine(self.settings.model_copy(update={"database_url": f"sqlite:///{template}"}))
         db.upgrade(engine)
         engine.dispose()
+        for index in range(self.slots):
+            path = self._workdir / f"slot{index}.db"
+            shutil.copyfile(template, path)
+            self._free.put_nowait(path)
         http_client = httpx.AsyncClient(transport=self.model_transport, timeout=self.settings.model_timeout)
         model = build_model(self.settings, http_client=http_client)
 
         async def model_ok() -> bool:
             return True
 
-        for index in range(self.slots):
-            path = self._workdir / f"slot{index}.db"
-            shutil.copyfile(template, path)
-            settings = self.settings.model_copy(update={"database_url": f"sqlite:///{path}"})
-            app = create_app(settings, model=model, model_check=model_ok, migrate=False)
-            client = httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=app), base_url="http://eval.local", timeout=None
-            )
-            slot = _Slot(app, client, app.state.engine)
-            await _warm(slot, self.settings)
-            self._all.append(slot)
-            self._slots.put_nowait(slot)
+        self._engine = _case_engine(self._workdir)
+        app = create_app(self.settings, model=model, model_check=model_ok, migrate=False, engine=self._engine)
+        self._client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://eval.local", timeout=None
+        )
 
     @asynccontextmanager
     async def session(self, *, with_other_user: bool) -> AsyncIterator[CaseSession]:
-        slot = await self._slots.get()
+        assert self._client is not None and self._engine is not None, "start() first"
+        path = await self._free.get()
+        token = CASE_DATABASE.set(path)
         try:
-            _empty(slot.engine)
+            _empty(self._engine)
             users = [_fresh_user()] + ([_fresh_user("eval-other")] if with_other_user else [])
             tokens = {u: mint_token(self.settings, u) for u in users}
-            yield CaseSession(slot.client, users[0], users[1] if with_other_user else None, tokens)
+            yield CaseSession(self._client, users[0], users[1] if with_other_user else None, tokens)
         finally:
-            self._slots.put_nowait(slot)
+            CASE_DATABASE.reset(token)
+            self._free.put_nowait(path)
 
     async def close(self) -> None:
-        for slot in self._all:
-            await slot.client.aclose()
-            slot.engine.dispose()
+        if self._client is not None:
+            await self._client.aclose()
+        if self._engine is not None:
+            self._engine.dispose()
         await self.model_transport.aclose()
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
-
-
-async def _warm(slot: _Slot, settings: Settings) -> None:
-    """Answer one tasks request before the run: FastAPI builds each app's route state on its first request (~30 ms
-    an app), and a run should not pay that inside its first cases. The chat route is not warmed: it would call the
-    model."""
-    user = _fresh_user("warm")
-    headers = {"Authorization": f"Bearer {mint_token(settings, user)}"}
-    response = await slot.client.get(f"/api/{user}/tasks", headers=headers)
-    response.raise_for_status()
 
 
 def _empty(engine: Engine) -> None:

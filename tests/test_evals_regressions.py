@@ -130,3 +130,17 @@ async def test_losing_the_task_lookup_regresses_by_title_cases_on_the_local_mode
     assert comparison.regressions and all("by-title" in c.tags for c in comparison.regressions)
     for item in comparison.regressions:
         assert f"#### `{item.case_id}`" in report and item.case_id in verdict.reasons[0]
+
+
+def test_the_scheduling_estimate_is_the_reference_agents_model_calls(baseline: RunResult) -> None:
+    """Longest-first scheduling packs a suite only as well as it guesses each case's length."""
+    from evals.dataset import load_dataset
+    from evals.runner import expected_model_calls
+
+    cases = {c.id: c for c in load_dataset().cases}
+    exact = [
+        t.case_id
+        for t in baseline.trials
+        if expected_model_calls(cases[t.case_id]) == sum(turn.model_calls or 0 for turn in t.transcript.turns)
+    ]
+    assert len(exact) >= 0.9 * len(baseline.trials)

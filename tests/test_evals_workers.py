@@ -105,3 +105,33 @@ def test_workers_must_be_a_number_or_auto() -> None:
     for bad in ("two", "0"):
         result = CliRunner().invoke(app, ["eval", "run", "--model", "scripted", "--workers", bad, "--no-deepeval"])
         assert result.exit_code == 2 and "--workers" in result.output, result.output
+
+
+@pytest.mark.parametrize(
+    ("case_id", "model_calls"),
+    [
+        ("multi-add-three", 2),  # three adds share one response, then the reply
+        ("complete-by-title", 3),  # the lookup, the completion, the reply
+        ("ambiguous-delete", 2),  # no call expected, a lookup allowed: it may well be made
+        ("chat-capabilities", 1),  # no call at all: the reply
+        ("follow-add-then-complete", 4),  # two turns of one write each
+    ],
+)
+def test_a_case_is_estimated_in_rounds_of_model_calls(case_id: str, model_calls: int) -> None:
+    (case,) = load_dataset().select(ids=[case_id]).cases
+    assert expected_model_calls(case) == model_calls
+
+
+async def test_cases_running_at_once_on_one_app_each_see_their_own_database(tmp_path: Path) -> None:
+    """One app serves every slot; each case's connections open its own SQLite file, emptied before the case. So ids
+    start from 1 in every case, whatever runs beside it, and a case's task list holds only what it made."""
+    cases = [c for c in load_dataset().cases if len(c.tasks) >= 2][:12]
+    run = await run_evals(scripted_config(tmp_path, ids=[c.id for c in cases], concurrency=6))
+    by_id = {c.id: c for c in cases}
+    assert len(run.trials) == len(cases)
+    for trial in run.trials:
+        transcript = trial.transcript
+        assert transcript.setup_error is None
+        assert sorted(transcript.ids.values()) == list(range(1, len(transcript.ids) + 1)), trial.case_id
+        assert [t["title"] for t in transcript.tasks_before] == [t.title for t in by_id[trial.case_id].tasks]
+        assert all(t["id"] <= len(transcript.ids) + 10 for turn in transcript.turns for t in turn.tasks_after)
