@@ -6,6 +6,7 @@ Every door renders these events its own way (JSON, SSE, ChatKit, Gradio); none o
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -19,10 +20,27 @@ from agents.exceptions import AgentsException, MaxTurnsExceeded, ModelBehaviorEr
 from agents.items import ItemHelpers, MessageOutputItem, ToolCallItem
 from agents.models.interface import Model
 from agents.tool_context import ToolContext
+from agents.tracing import set_trace_provider
+from agents.tracing.provider import DefaultTraceProvider
 
 from backend import tools
 from backend.models import Message
 from backend.prompts import split_prompt
+
+
+@functools.cache
+def _silent_trace_provider() -> DefaultTraceProvider:
+    provider = DefaultTraceProvider()
+    provider.set_disabled(True)
+    return provider
+
+
+def tracing_off() -> None:
+    """Nothing leaves the machine: the Agents SDK's tracing is off for the process. A provider of our own, with no
+    processor, also spares the SDK building its default one, whose exporter makes an HTTP client and a TLS context
+    (~50 ms in every server and eval worker process, tracing off or not)."""
+    set_trace_provider(_silent_trace_provider())
+
 
 # ---------------------------------------------------------------- events
 

@@ -6,7 +6,6 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 
-from agents import set_tracing_disabled
 from agents.models.interface import Model
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -14,7 +13,7 @@ from sqlalchemy import Engine
 
 import playground
 from backend import __version__, chatkit_door, db, mcp_server
-from backend.agent import AgentConfig, TodoAgent
+from backend.agent import AgentConfig, TodoAgent, tracing_off
 from backend.api import chat, conversations, health, tasks
 from backend.auth import TokenVerifier
 from backend.chat import ChatService
@@ -50,7 +49,7 @@ def create_app(
     """Build the service. `model` replaces the configured one (tests put a scripted model here); `engine` replaces
     the one the settings describe (the eval runner's, whose connections open each case's own database)."""
     settings = settings or get_settings()
-    set_tracing_disabled(True)  # offline by default; nothing leaves the machine unless configured
+    tracing_off()  # offline by default; nothing leaves the machine unless configured
     engine = engine or db.build_engine(settings)
     instructions = load_prompt(settings.system_prompt_file)
     agent = TodoAgent(model or build_model(settings), agent_config(settings, instructions))

@@ -11,12 +11,11 @@ import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agents import set_tracing_disabled
 from agents.models.interface import Model
 from sqlalchemy import Engine
 
 from backend import db
-from backend.agent import TodoAgent
+from backend.agent import TodoAgent, tracing_off
 from backend.chat import ChatService
 from backend.llm.provider import build_model
 from backend.prompts import load_prompt
@@ -43,7 +42,7 @@ class PlaygroundContext:
         """Standalone: the engine, agent and chat service the app factory would build."""
         from backend.main import agent_config  # the factory's own helper: one definition of the agent's knobs
 
-        set_tracing_disabled(True)
+        tracing_off()
         engine = db.build_engine(settings)
         db.upgrade(engine)
         agent = TodoAgent(build_model(settings), agent_config(settings, load_prompt(settings.system_prompt_file)))

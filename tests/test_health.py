@@ -5,7 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import agents.tracing.setup
 import httpx
+import pytest
+from agents.tracing import get_trace_provider
+from agents.tracing.traces import NoOpTrace
 
 from backend.main import create_app
 from backend.prompts import load_prompt, prompt_version
@@ -67,3 +71,15 @@ async def test_info_reports_model_and_prompt_version(make_harness: Any) -> None:
     assert info["model"] == "scripted"
     assert info["prompt_version"] == prompt_version(load_prompt(harness.settings.system_prompt_file))
     assert info["prompt_file"] == "system_v2.md"
+
+
+def test_the_app_keeps_tracing_off_without_building_the_sdks_exporter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing leaves the machine. The SDK's default trace provider builds an exporter (an HTTP client, a TLS
+    context: ~50 ms a process) even with tracing disabled; the app installs one with no processor."""
+    monkeypatch.setattr(agents.tracing.setup, "GLOBAL_TRACE_PROVIDER", None)  # a process that never traced
+    create_app(make_settings(tmp_path), migrate=False)
+    provider = get_trace_provider()
+    assert isinstance(provider.create_trace("a turn"), NoOpTrace)
+    assert provider._multi_processor._processors == ()  # type: ignore[attr-defined]
