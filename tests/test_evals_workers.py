@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -15,6 +16,7 @@ from typer.testing import CliRunner
 from backend.cli import app
 from evals.dataset import load_dataset
 from evals.parallel import _start_method
+from evals.results import RunResult
 from evals.runner import Job, expected_model_calls, jobs_in_order
 from evals.suite import auto_workers, run_evals, run_here
 from tests.evals_support import scripted_config
@@ -124,14 +126,25 @@ def test_a_case_is_estimated_in_rounds_of_model_calls(case_id: str, model_calls:
 
 async def test_cases_running_at_once_on_one_app_each_see_their_own_database(tmp_path: Path) -> None:
     """One app serves every slot; each case's connections open its own SQLite file, emptied before the case. So ids
-    start from 1 in every case, whatever runs beside it, and a case's task list holds only what it made."""
+    start from 1 in every case, whatever runs beside it, and six at once observe exactly what one at a time does."""
     cases = [c for c in load_dataset().cases if len(c.tasks) >= 2][:12]
-    run = await run_evals(scripted_config(tmp_path, ids=[c.id for c in cases], concurrency=6))
+    ids = [c.id for c in cases]
+    together = await run_evals(scripted_config(tmp_path / "six", ids=ids, concurrency=6))
+    alone = await run_evals(scripted_config(tmp_path / "one", ids=ids, concurrency=1))
     by_id = {c.id: c for c in cases}
-    assert len(run.trials) == len(cases)
-    for trial in run.trials:
+    assert len(together.trials) == len(cases)
+    for trial in together.trials:
         transcript = trial.transcript
         assert transcript.setup_error is None
         assert sorted(transcript.ids.values()) == list(range(1, len(transcript.ids) + 1)), trial.case_id
         assert [t["title"] for t in transcript.tasks_before] == [t.title for t in by_id[trial.case_id].tasks]
-        assert all(t["id"] <= len(transcript.ids) + 10 for turn in transcript.turns for t in turn.tasks_after)
+
+    def observed(run: RunResult) -> list[Any]:
+        return [
+            (t.case_id, [(c.name, c.arguments) for turn in t.transcript.turns for c in turn.tool_calls],
+             [[(task["id"], task["title"], task["completed"]) for task in turn.tasks_after]
+              for turn in t.transcript.turns])
+            for t in run.trials
+        ]  # fmt: skip
+
+    assert observed(together) == observed(alone)
