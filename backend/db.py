@@ -25,6 +25,8 @@ from sqlmodel import Session, create_engine
 from backend.settings import Settings
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# Every SQLite connection: the threadpool shares connections across threads, and a writer waits for another.
+SQLITE_CONNECT_ARGS: dict[str, Any] = {"check_same_thread": False, "timeout": 30}
 T = TypeVar("T")
 
 
@@ -39,7 +41,7 @@ def normalise_url(url: str) -> str:
 def build_engine(settings: Settings) -> Engine:
     url = normalise_url(settings.resolved_database_url)
     if url.startswith("sqlite"):
-        kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False, "timeout": 30}}
+        kwargs: dict[str, Any] = {"connect_args": dict(SQLITE_CONNECT_ARGS)}
         if url in ("sqlite://", "sqlite:///:memory:"):
             kwargs["poolclass"] = StaticPool
         else:

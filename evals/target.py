@@ -76,7 +76,7 @@ _CASE_KEY = "eval_case_database"
 
 
 def _connect_case_database() -> sqlite3.Connection:
-    return sqlite3.connect(CASE_DATABASE.get(), check_same_thread=False, timeout=30)
+    return sqlite3.connect(CASE_DATABASE.get(), **db.SQLITE_CONNECT_ARGS)
 
 
 class _CaseDatabasePool(NullPool):

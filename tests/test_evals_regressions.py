@@ -12,8 +12,10 @@ import pytest
 
 from backend.settings import DEFAULT_PROMPT_FILE, get_settings
 from evals.compare import ExitCode, compare, gate
+from evals.dataset import load_dataset
 from evals.reports import render_junit, render_markdown
 from evals.results import RunResult
+from evals.runner import expected_model_calls
 from evals.suite import CACHE_DIR, EvalConfig, run_evals
 from tests.evals_support import (
     delete_instead_of_complete,
@@ -134,9 +136,6 @@ async def test_losing_the_task_lookup_regresses_by_title_cases_on_the_local_mode
 
 def test_the_scheduling_estimate_is_the_reference_agents_model_calls(baseline: RunResult) -> None:
     """Longest-first scheduling packs a suite only as well as it guesses each case's length."""
-    from evals.dataset import load_dataset
-    from evals.runner import expected_model_calls
-
     cases = {c.id: c for c in load_dataset().cases}
     exact = [
         t.case_id
