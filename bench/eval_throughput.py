@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
-from fastapi import FastAPI  # noqa: E402
+from fastapi import FastAPI, Request  # noqa: E402
 
 from backend.llm.scripted import Reply, create_scripted_app  # noqa: E402
 from backend.settings import Settings  # noqa: E402
@@ -56,11 +56,24 @@ def fake_model_app() -> FastAPI:
         return reply
 
     app = create_scripted_app(respond, model_name="fake")
+    in_flight = {"now": 0, "most": 0}
+
+    @app.middleware("http")
+    async def count_in_flight(request: Request, call_next: Any) -> Any:
+        if not request.url.path.endswith("/chat/completions"):
+            return await call_next(request)
+        in_flight["now"] += 1
+        in_flight["most"] = max(in_flight["most"], in_flight["now"])
+        try:
+            return await call_next(request)
+        finally:
+            in_flight["now"] -= 1
 
     @app.get("/stats")
     async def stats() -> dict[str, Any]:
-        """How many completions it served: with a deployed backend, the runner cannot see the model calls."""
-        return {"requests": len(app.state.requests)}
+        """How many completions it served (with a deployed backend, the runner cannot see the model calls), and the
+        most it was answering at once (what --concurrency bounds)."""
+        return {"requests": len(app.state.requests), "most_in_flight": in_flight["most"]}
 
     return app
 
@@ -93,7 +106,8 @@ async def runner_throughput(cases: int, concurrency: int, delay: float, workers:
                 )
             config = EvalConfig(settings=settings, concurrency=concurrency, workers=workers, deepeval=False)
             result = await run_evals(config, dataset=dataset)
-    return report(result, f"in-process, --workers {workers}", cases, concurrency, delay)
+        most = httpx.get(f"http://127.0.0.1:{port}/stats").json()["most_in_flight"]
+    return report(result, f"in-process, --workers {workers}", cases, concurrency, delay, most_in_flight=most)
 
 
 async def runner_throughput_url(cases: int, concurrency: int, delay: float, backend_workers: int) -> RunResult:
@@ -111,14 +125,22 @@ async def runner_throughput_url(cases: int, concurrency: int, delay: float, back
         model_base = _env["OPENAI_BASE_URL"].removesuffix("/v1")
         before = httpx.get(f"{model_base}/stats").json()["requests"]
         result = await run_evals(config, dataset=dataset)
-        calls = httpx.get(f"{model_base}/stats").json()["requests"] - before
+        stats = httpx.get(f"{model_base}/stats").json()
+        calls = stats["requests"] - before
     # The runner sees no model calls here; the ideal counts each one the fake server served at exactly its delay.
     how = f"--url, backend under uvicorn --workers {backend_workers}"
-    return report(result, how, cases, concurrency, delay, server_calls=calls)
+    return report(result, how, cases, concurrency, delay, server_calls=calls, most_in_flight=stats["most_in_flight"])
 
 
 def report(
-    result: RunResult, how: str, cases: int, concurrency: int, delay: float, *, server_calls: int | None = None
+    result: RunResult,
+    how: str,
+    cases: int,
+    concurrency: int,
+    delay: float,
+    *,
+    server_calls: int | None = None,
+    most_in_flight: int,
 ) -> RunResult:
     turns = [turn for trial in result.trials for turn in trial.transcript.turns]
     total_model = sum(turn.model_latency_ms or 0.0 for turn in turns) / 1000
@@ -132,7 +154,8 @@ def report(
     print(f"1. runner ({how}): {cases} cases at --concurrency {concurrency}, fake model answering after "
           f"{delay * 1000:.0f} ms")  # fmt: skip
     print(
-        f"   model calls {calls}, total model latency {total_model:.2f} s (mean {total_model / max(calls, 1) * 1000:.0f} ms)"
+        f"   model calls {calls}, total model latency {total_model:.2f} s (mean {total_model / max(calls, 1) * 1000:.0f} "
+        f"ms); the model answered at most {most_in_flight} at once"
     )
     print(f"   ideal (total model latency / {concurrency}) {ideal:.2f} s; run (first case start to last result) "
           f"{run:.2f} s = {run / ideal:.2f}x (target <= 1.25x: {'OK' if run / ideal <= 1.25 else 'MISSED'}); "

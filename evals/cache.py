@@ -16,6 +16,7 @@ Tool-call ids (random on most servers) are renumbered in the key, so a replayed 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import hashlib
 import json
@@ -43,6 +44,13 @@ class ModelCallStats:
     input_tokens: int | None = None
     output_tokens: int | None = None
     latency_s: float = 0.0
+    queued_s: float = 0.0  # waits for a free model slot (`max_in_flight`): not the turn's latency
+    deadline: asyncio.Timeout | None = None  # the runner's per-turn timeout, which those waits do not count against
+
+    def waited(self, seconds: float) -> None:
+        self.queued_s += seconds
+        if self.deadline is not None and (when := self.deadline.when()) is not None:
+            self.deadline.reschedule(when + seconds)
 
     def add_usage(self, usage: dict[str, Any] | None) -> None:
         if not usage:
@@ -195,6 +203,7 @@ class RecordReplayTransport(httpx.AsyncBaseTransport):
         mode: CacheMode = "off",
         *,
         before_live_call: Callable[[], Awaitable[None]] | None = None,
+        max_in_flight: int | None = None,
     ) -> None:
         if mode != "off" and cache is None:
             raise ValueError(f"cache mode {mode!r} needs a cache file")
@@ -202,6 +211,8 @@ class RecordReplayTransport(httpx.AsyncBaseTransport):
         self.cache = cache or ResponseCache(None)
         self.mode = mode
         self._before_live_call = before_live_call
+        # At most this many live model requests at once (`--concurrency`); a replayed answer needs no slot.
+        self._in_flight = asyncio.Semaphore(max_in_flight) if max_in_flight else None
         self._started = False
         self._start_lock = asyncio.Lock()
         self.live_calls = 0
@@ -250,10 +261,14 @@ class RecordReplayTransport(httpx.AsyncBaseTransport):
                     request=request,
                 )
         await self._ensure_started()
-        started = time.perf_counter()
-        response = await self.inner.handle_async_request(request)
-        content = await response.aread()
-        elapsed = time.perf_counter() - started
+        waiting = time.perf_counter()
+        async with self._in_flight or contextlib.nullcontext():
+            started = time.perf_counter()
+            if stats is not None:
+                stats.waited(started - waiting)
+            response = await self.inner.handle_async_request(request)
+            content = await response.aread()
+            elapsed = time.perf_counter() - started
         self.live_calls += 1
         self.live_latency_s += elapsed
         text = content.decode("utf-8", "replace")

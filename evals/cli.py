@@ -49,13 +49,19 @@ TagsOpt = Annotated[
 IdsOpt = Annotated[list[str] | None, typer.Option("--ids", help="Only these case ids (comma-separated or repeated).")]
 TrialsOpt = Annotated[int, typer.Option("--trials", min=1, help="Trials per case (pass^k over them).")]
 ConcurrencyOpt = Annotated[
-    int, typer.Option("--concurrency", min=1, help="Cases run at once (the local model serialises: use 1-2).")
+    int,
+    typer.Option(
+        "--concurrency",
+        min=1,
+        help="Requests to the model at once (with --url: chat turns at once); a few more cases than that are open. "
+        "The local model serialises: use 1-2.",
+    ),
 ]
 WorkersOpt = Annotated[
     str,
     typer.Option(
         "--workers",
-        help="Processes to spread in-process cases over, or 'auto': one per 8 concurrent cases, up to the CPU count "
+        help="Processes to spread in-process cases over, or 'auto': one per 8 of --concurrency, up to the CPU count "
         "(the backend's work is Python in the runner's process).",
     ),
 ]

@@ -2,8 +2,8 @@
 
 The runner drives the real backend in-process, so its per-case cost (HTTP, FastAPI, the Agents SDK, SQLite) is Python
 on one core; past a few concurrent cases a single process is CPU-bound while the model sits idle. Each worker is a
-process of its own (forked when it is safe, see `_start_method`) with its own app and databases; the
-`concurrency` slots are split between the workers, and every slot takes its next case from one shared queue (longest
+process of its own (forked when it is safe, see `_start_method`) with its own app and databases; `concurrency` (model
+requests at once) is split between the workers, and every worker takes its next case from one shared queue (longest
 first), so no worker idles while another has a backlog. Results do not depend on which worker ran a case: each case
 starts on an emptied database. A worker streams each finished trial back, so progress and `on_result` work as in one
 process, and hands back what it recorded so the parent writes the cache file once.
@@ -24,7 +24,7 @@ from typing import Any
 
 from evals.cache import ResponseCache
 from evals.dataset import Case, Dataset
-from evals.runner import Job, TrialOutcome, jobs_in_order
+from evals.runner import Job, TrialOutcome, jobs_in_order, open_cases
 from evals.scorer import TrialScore
 from evals.suite import EvalConfig, LocalRun, default_cache_file, run_here
 from evals.target import in_process_settings
@@ -101,11 +101,11 @@ async def run_in_workers(
     ]
     for process in processes:
         process.start()
-    # One queue of jobs, longest first, shared by every slot of every worker; then one None per slot to stop it.
+    # One queue of jobs, longest first, shared by every worker; then one None per case a worker keeps open to stop it.
     # Filled once the workers exist: a put starts the queue's feeder thread, and a fork must not race a thread.
     for case, trial in jobs_in_order(dataset.cases, config.trials):
         jobs.put((case.id, trial))
-    for _ in range(sum(slots)):
+    for _ in range(sum(open_cases(n) for n in slots)):
         jobs.put(None)
     cases = {c.id: c for c in dataset.cases}
     outcomes: list[TrialOutcome] = []

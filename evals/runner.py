@@ -9,6 +9,7 @@ trial, per-turn timeout), and read the task list back from the tasks API after e
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -28,8 +29,17 @@ MISSING_ID = 987  # `{missing}`: an id the case's user owns no task with (tools 
 @dataclass(frozen=True)
 class RunOptions:
     trials: int = 1
-    concurrency: int = 4
+    concurrency: int = 4  # requests to the model at once
     turn_timeout: float = 120.0
+    # Hold `concurrency` per chat turn: for a deployed backend, whose model calls the runner cannot see (a turn makes
+    # one model call at a time). In-process, the model client holds it per model call instead.
+    limit_turns: bool = True
+
+
+def open_cases(concurrency: int) -> int:
+    """How many cases may be open at once for `concurrency` model requests in flight: a few more, so that while
+    some cases are being set up, read their task lists or run their tools, others keep the model busy."""
+    return concurrency + max(1, concurrency // 4)
 
 
 @dataclass(frozen=True)
@@ -87,9 +97,16 @@ async def _tasks(session: CaseSession, user: str) -> list[dict[str, Any]]:
 
 
 async def run_trial(
-    case: Case, trial: int, target: Target, options: RunOptions, *, ready: Callable[[], None] | None = None
+    case: Case,
+    trial: int,
+    target: Target,
+    options: RunOptions,
+    *,
+    ready: Callable[[], None] | None = None,
+    turn_slots: asyncio.Semaphore | None = None,
 ) -> Transcript:
-    """`ready` is called once the trial is set up and about to send its first turn (or has failed before that)."""
+    """`ready` is called once the trial is set up and about to send its first turn (or has failed before that).
+    Each turn holds one of `turn_slots` while it talks to the agent; the wait for it is not the case's time."""
     started = time.perf_counter()
     async with target.session(with_other_user=bool(case.other_user_tasks)) as session:
         transcript = Transcript(case_id=case.id, trial=trial, user_id=session.user, other_user_id=session.other_user)
@@ -114,26 +131,27 @@ async def run_trial(
                 ready()
         ids = {**transcript.ids, MISSING_REF: transcript.missing_id}
         for index, turn in enumerate(case.turns):
-            record = await _run_turn(session, transcript, index, render_user_text(turn.user, ids), options)
+            text = render_user_text(turn.user, ids)
+            record = await _run_turn(session, transcript, index, text, options, turn_slots)
             transcript.turns.append(record)
             if record.status != 200:
                 break  # the conversation cannot go on meaningfully
-        transcript.wall_ms = (time.perf_counter() - started) * 1000
+        transcript.wall_ms = round((time.perf_counter() - started) * 1000 - (transcript.queued_ms or 0), 1)
         return transcript
 
 
-async def _run_turn(
-    session: CaseSession, transcript: Transcript, index: int, text: str, options: RunOptions
-) -> TurnRecord:
-    record = TurnRecord(index=index, user=text)
-    body: dict[str, Any] = {"message": text}
-    if transcript.conversation_id is not None:
-        body["conversation_id"] = transcript.conversation_id
-    stats = ModelCallStats()
-    token = TURN_STATS.set(stats)
+async def _send_turn(
+    session: CaseSession,
+    transcript: Transcript,
+    record: TurnRecord,
+    body: dict[str, Any],
+    options: RunOptions,
+    stats: ModelCallStats,
+) -> None:
     started = time.perf_counter()
     try:
-        async with asyncio.timeout(options.turn_timeout):
+        async with asyncio.timeout(options.turn_timeout) as deadline:
+            stats.deadline = deadline
             response = await session.client.post(
                 f"/api/{session.user}/chat", json=body, headers=session.headers(session.user)
             )
@@ -159,7 +177,33 @@ async def _run_turn(
         record.error = f"{type(exc).__name__}: {exc}"
     finally:
         record.latency_ms = round((time.perf_counter() - started) * 1000, 1)
-        TURN_STATS.reset(token)
+
+
+async def _run_turn(
+    session: CaseSession,
+    transcript: Transcript,
+    index: int,
+    text: str,
+    options: RunOptions,
+    turn_slots: asyncio.Semaphore | None,
+) -> TurnRecord:
+    record = TurnRecord(index=index, user=text)
+    body: dict[str, Any] = {"message": text}
+    if transcript.conversation_id is not None:
+        body["conversation_id"] = transcript.conversation_id
+    stats = ModelCallStats()
+    waiting = time.perf_counter()
+    async with turn_slots or contextlib.nullcontext():
+        queued = time.perf_counter() - waiting
+        token = TURN_STATS.set(stats)
+        try:
+            await _send_turn(session, transcript, record, body, options, stats)
+        finally:
+            TURN_STATS.reset(token)
+    # Waits for a free model slot are the run's scheduling, not the agent's latency.
+    queued += stats.queued_s
+    record.latency_ms = round((record.latency_ms or 0) - stats.queued_s * 1000, 1)
+    transcript.queued_ms = round((transcript.queued_ms or 0) + queued * 1000, 1)
     if stats.misses and record.status != 200 and record.error:
         # The contract reports a model failure generically; say that it was the replay cache that had no answer.
         record.error = f"replay cache miss ({stats.misses} model request(s) not in the cache): {record.error}"
@@ -225,8 +269,11 @@ async def run_suite(
     on_result: Callable[[TrialOutcome], None] | None = None,
     next_job: NextJob | None = None,
 ) -> list[TrialOutcome]:
-    """Run jobs on `concurrency` slots until there are none left; results in (case, trial) order.
+    """Run jobs on `open_cases` cases at once until there are none left; results in (case, trial) order.
 
+    `options.concurrency` bounds the requests to the model (see `RunOptions.limit_turns` for who holds it). A case
+    also does work that needs no model: its setup, its task-list reads, the backend's own work between model calls.
+    With a few more cases open than model slots, a freed slot has a request waiting instead of idling through that.
     By default the jobs are every case times every trial (`jobs_in_order`); `next_job` lets worker processes share
     one queue instead, so none of them sits idle while another still has a backlog.
     """
@@ -238,20 +285,21 @@ async def run_suite(
 
         next_job = next_local
     # Trials set up one at a time: a trial's setup (a fresh user, its seeded tasks) and the start of its
-    # first turn are CPU work in this process. Started together, `concurrency` trials would do that work in one burst,
+    # first turn are CPU work in this process. Started together, the trials would do that work in one burst,
     # send their model requests in one wave, get the answers in one wave, and stay in lock-step, each wave queueing
     # behind the others' CPU. Admitting the next trial once the previous one is set up spreads them out for good.
     setting_up = asyncio.Lock()
+    turn_slots = asyncio.Semaphore(max(1, options.concurrency)) if options.limit_turns else None
     outcomes: list[TrialOutcome] = []
 
-    async def slot() -> None:
+    async def case_slot() -> None:
         assert next_job is not None
         while (job := await next_job()) is not None:
             case, trial = job
             await setting_up.acquire()
             ready = _once(setting_up.release)
             try:
-                transcript = await run_trial(case, trial, target, options, ready=ready)
+                transcript = await run_trial(case, trial, target, options, ready=ready, turn_slots=turn_slots)
             finally:
                 ready()  # also when the trial raised before it was set up: the next one must not wait forever
             outcome = TrialOutcome(case, transcript, score_trial(case, transcript))
@@ -259,6 +307,6 @@ async def run_suite(
             if on_result is not None:
                 on_result(outcome)
 
-    await asyncio.gather(*(slot() for _ in range(max(1, options.concurrency))))
+    await asyncio.gather(*(case_slot() for _ in range(open_cases(max(1, options.concurrency)))))
     position = {case.id: index for index, case in enumerate(cases)}
     return sorted(outcomes, key=lambda o: (position[o.case.id], o.transcript.trial))

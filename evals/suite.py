@@ -7,6 +7,7 @@ The CLI, the deepeval test module, the self-tests and the bench all call `run_ev
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import time
 import uuid
@@ -25,7 +26,7 @@ from evals.cache import CacheMode, RecordReplayTransport, ResponseCache
 from evals.dataset import DEFAULT_DATASET, PROJECT_ROOT, Dataset, load_dataset
 from evals.metrics import summarise
 from evals.results import RunInfo, RunResult, TrialResult, versions
-from evals.runner import NextJob, RunOptions, TrialOutcome, run_suite
+from evals.runner import NextJob, RunOptions, TrialOutcome, open_cases, run_suite
 from evals.target import InProcessTarget, RemoteTarget, Target, in_process_settings
 
 SCRIPTED_MODEL = "scripted"  # `--model scripted`: the rule-based reference agent, in-process
@@ -36,7 +37,7 @@ SLOTS_PER_WORKER = 8
 
 
 def auto_workers(concurrency: int, *, in_process: bool = True) -> int:
-    """`--workers auto`: a process per 8 concurrent cases, up to the CPU count. The backend's own work runs in the
+    """`--workers auto`: a process per 8 concurrent model requests, up to the CPU count. The backend's own work runs in the
     runner and is Python: one process fills a core at about 16 concurrent 200 ms model calls. A deployed backend
     (`--url`) does that work itself, so its runner is one process."""
     if not in_process:
@@ -50,7 +51,7 @@ class EvalConfig:
     tags: list[str] = field(default_factory=list)
     ids: list[str] = field(default_factory=list)
     trials: int = 1
-    concurrency: int = 4  # cases at once, over all workers
+    concurrency: int = 4  # model requests at once (with --url: chat turns), over all workers
     workers: int = 1  # processes (in-process runs): the runner is CPU-bound Python, one process fills one core
     turn_timeout: float = 120.0
     prompt: Path | None = None
@@ -86,7 +87,9 @@ def _scripted_settings(settings: Settings) -> Settings:
     )
 
 
-def build_model_transport(config: EvalConfig, settings: Settings, cache: ResponseCache | None) -> RecordReplayTransport:
+def build_model_transport(
+    config: EvalConfig, settings: Settings, cache: ResponseCache | None, *, max_in_flight: int | None = None
+) -> RecordReplayTransport:
     """The agent's model client transport: scripted in-process, the local llama.cpp server, or a hosted endpoint."""
     before_live: Callable[[], Any] | None = None
     inner: httpx.AsyncBaseTransport | None = None  # None: real HTTP to the configured endpoint
@@ -102,7 +105,9 @@ def build_model_transport(config: EvalConfig, settings: Settings, cache: Respons
             await asyncio.to_thread(ensure_local_model_server, settings)
 
         before_live = start_local_model
-    return RecordReplayTransport(inner, cache, config.cache_mode, before_live_call=before_live)
+    return RecordReplayTransport(
+        inner, cache, config.cache_mode, before_live_call=before_live, max_in_flight=max_in_flight
+    )
 
 
 def select(config: EvalConfig) -> Dataset:
@@ -143,10 +148,19 @@ async def run_here(
             settings = _scripted_settings(settings)
         if config.cache_mode != "off":
             cache = ResponseCache.load(config.cache_file or default_cache_file(settings))
-        transport = build_model_transport(config, settings, cache)
-        target = InProcessTarget(settings, transport, slots=config.concurrency)
-    options = RunOptions(trials=config.trials, concurrency=config.concurrency, turn_timeout=config.turn_timeout)
+        transport = build_model_transport(config, settings, cache, max_in_flight=config.concurrency)
+        target = InProcessTarget(settings, transport, slots=open_cases(config.concurrency))
+    options = RunOptions(
+        trials=config.trials,
+        concurrency=config.concurrency,
+        turn_timeout=config.turn_timeout,
+        limit_turns=bool(config.url),
+    )
     await target.start()
+    # Everything alive now (the imported backend, the app) lives as long as the run: move it out of the collector's
+    # reach. A full collection otherwise walks all of it, ~200 ms with every other coroutine stopped, once or twice
+    # a run.
+    gc.freeze()
     startup = time.perf_counter() - started
     try:
         if on_start is not None:

@@ -45,7 +45,8 @@ class Transcript(BaseModel):
     turns: list[TurnRecord] = Field(default_factory=list)
     conversation_id: int | None = None
     setup_error: str | None = None  # seeding failed: the case never ran
-    wall_ms: float | None = None
+    wall_ms: float | None = None  # the case's own time: setup, turns and task-list reads, not its waits for a turn slot
+    queued_ms: float | None = None  # waits for a turn slot (`--concurrency` turns in flight at once)
 
 
 def task_view(task: dict[str, Any]) -> dict[str, Any]:

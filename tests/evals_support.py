@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -59,3 +60,25 @@ def drop_description(base: Responder = reference_responder) -> Responder:
         return [(n, {k: v for k, v in a.items() if k != "description"} if isinstance(a, dict) else a) for n, a in calls]
 
     return _rewrite(base, change)
+
+
+class InFlight:
+    """A scripted model (the reference agent) that answers every request after `delay` seconds and records when
+    each request came in, to tell how many it was answering at once."""
+
+    def __init__(self, delay: float, base: Responder = reference_responder) -> None:
+        self.delay = delay
+        self.base = base
+        self.arrivals: list[float] = []
+
+    def __call__(self, request: dict[str, Any]) -> Reply:
+        self.arrivals.append(time.monotonic())
+        reply = self.base(request)
+        reply.delay = self.delay
+        return reply
+
+    @property
+    def most_at_once(self) -> int:
+        """Each request is answered `delay` after it arrives: the most arrivals within one `delay` window."""
+        arrivals = sorted(self.arrivals)
+        return max((sum(1 for t in arrivals if a <= t < a + self.delay) for a in arrivals), default=0)

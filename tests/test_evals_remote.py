@@ -4,6 +4,8 @@ and `GET /api/info` recorded."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -11,20 +13,23 @@ import pytest
 from backend import db
 from backend.auth import mint_token
 from backend.llm.provider import build_model
-from backend.llm.scripted import asgi_http_client, create_scripted_app
+from backend.llm.scripted import Responder, asgi_http_client, create_scripted_app
 from backend.main import create_app
+from backend.settings import Settings
 from evals.reference_agent import reference_responder
 from evals.suite import EvalConfig, run_evals
 from tests.conftest import TEST_SECRET, make_settings
+from tests.evals_support import InFlight
 from tests.live_server import serve
 
 IDS = ["ref-complete-by-id", "xuser-delete-other-id", "chat-hello"]
 
 
-@pytest.fixture
-def deployed(tmp_path: Path):  # type: ignore[no-untyped-def]
+@contextmanager
+def _deploy(tmp_path: Path, responder: Responder) -> Iterator[tuple[str, Settings]]:
+    """The backend under a live uvicorn, on a scripted model."""
     settings = make_settings(tmp_path, rate_limit_per_minute=100_000)
-    model = build_model(settings, http_client=asgi_http_client(create_scripted_app(reference_responder)))
+    model = build_model(settings, http_client=asgi_http_client(create_scripted_app(responder)))
 
     async def ok() -> bool:
         return True
@@ -33,6 +38,12 @@ def deployed(tmp_path: Path):  # type: ignore[no-untyped-def]
     db.upgrade(app.state.engine)
     with serve(app) as url:
         yield url, settings
+
+
+@pytest.fixture
+def deployed(tmp_path: Path):  # type: ignore[no-untyped-def]
+    with _deploy(tmp_path, reference_responder) as deployment:
+        yield deployment
 
 
 async def test_url_with_minted_tokens(deployed) -> None:  # type: ignore[no-untyped-def]
@@ -55,3 +66,14 @@ async def test_url_with_a_token_file_clears_pooled_users(deployed, tmp_path: Pat
     result = await run_evals(config)
     assert all(t.passed for t in result.trials), [t.score.failures for t in result.trials if not t.passed]
     assert {t.transcript.user_id for t in result.trials} <= set(tokens)
+
+
+async def test_url_concurrency_bounds_the_turns_in_flight(tmp_path: Path) -> None:
+    """The runner cannot see a deployed backend's model calls: it holds `--concurrency` per chat turn, and a turn
+    makes one model call at a time, so the model never sees more than that."""
+    model = InFlight(delay=0.05)
+    with _deploy(tmp_path, model) as (url, _settings):
+        config = EvalConfig(url=url, token_secret=TEST_SECRET, ids=IDS, trials=3, concurrency=2, deepeval=False)
+        result = await run_evals(config)
+    assert len(result.trials) == 9 and all(t.passed for t in result.trials)
+    assert model.most_at_once == 2

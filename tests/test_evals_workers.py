@@ -17,9 +17,9 @@ from backend.cli import app
 from evals.dataset import load_dataset
 from evals.parallel import _start_method
 from evals.results import RunResult
-from evals.runner import Job, expected_model_calls, jobs_in_order
+from evals.runner import Job, expected_model_calls, jobs_in_order, open_cases
 from evals.suite import auto_workers, run_evals, run_here
-from tests.evals_support import scripted_config
+from tests.evals_support import InFlight, scripted_config
 
 IDS = ["ref-add-groceries", "ref-complete-by-id", "multi-add-two", "follow-add-then-complete", "chat-hello"]
 
@@ -148,3 +148,40 @@ async def test_cases_running_at_once_on_one_app_each_see_their_own_database(tmp_
         ]  # fmt: skip
 
     assert observed(together) == observed(alone)
+
+
+async def test_concurrency_bounds_the_model_requests_in_flight_not_the_cases(tmp_path: Path) -> None:
+    """`--concurrency 3`: never more than 3 requests at the model, and always 3 while there is work, though more
+    cases than that are open (their setup, tools and task-list reads overlap the others' model calls)."""
+    model = InFlight(delay=0.05)
+    ids = [c.id for c in load_dataset().cases[:12]]
+    run = await run_evals(scripted_config(tmp_path, model, ids=ids, concurrency=3))
+    assert model.most_at_once == 3
+    assert len(run.trials) == 12 and all(t.transcript.setup_error is None for t in run.trials)
+    assert open_cases(3) > 3
+
+
+async def test_a_turns_latency_leaves_out_its_waits_for_a_model_slot(tmp_path: Path) -> None:
+    """One model slot, two cases open: each waits for the other's model calls, and those waits are the run's
+    scheduling, recorded as `queued_ms`, not the agent's latency."""
+    model = InFlight(delay=0.25)
+    ids = ["ref-add-groceries", "ref-complete-by-id", "multi-add-two", "chat-hello"]
+    run = await run_evals(scripted_config(tmp_path, model, ids=ids, concurrency=1))
+    assert model.most_at_once == 1
+    turns = [turn for t in run.trials for turn in t.transcript.turns]
+    for turn in turns:
+        assert turn.latency_ms is not None and turn.model_latency_ms is not None
+        assert turn.model_latency_ms <= turn.latency_ms < turn.model_latency_ms + 200, turn
+    assert max(t.transcript.queued_ms or 0 for t in run.trials) >= 200
+
+
+async def test_waits_for_a_model_slot_do_not_count_against_the_turn_timeout(tmp_path: Path) -> None:
+    """A 1 s turn timeout; each answer takes 0.6 s, and the second case waits ~0.6 s for the one model slot first.
+    Counting that wait would time it out."""
+    one_call = [c.id for c in load_dataset().cases if expected_model_calls(c) == 1 and len(c.turns) == 1][:2]
+    await run_evals(scripted_config(tmp_path / "warm", ids=one_call[:1]))  # the process's first agent run is slower
+    model = InFlight(delay=0.6)
+    run = await run_evals(scripted_config(tmp_path, model, ids=one_call, concurrency=1, turn_timeout=1.0))
+    assert len(one_call) == 2 and model.most_at_once == 1
+    assert [turn.error for t in run.trials for turn in t.transcript.turns] == [None, None]
+    assert max(t.transcript.queued_ms or 0 for t in run.trials) >= 400
