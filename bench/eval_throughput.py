@@ -221,7 +221,9 @@ async def main() -> None:
     parser.add_argument("--cases", type=int, default=100)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--delay", type=float, default=0.2)
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="runner processes to try")
+    parser.add_argument(
+        "--workers", type=int, nargs="*", default=[1, 2], help="in-process runs with this many runner processes"
+    )
     parser.add_argument(
         "--url-backend-workers", type=int, nargs="*", default=[2],
         help="also measure --url against a deployed backend with this many uvicorn workers (none: skip)",
@@ -229,11 +231,13 @@ async def main() -> None:
     parser.add_argument("--skip-replay", action="store_true")
     args = parser.parse_args()
     machine_speed()
+    results = []
     for workers in sorted(args.workers, reverse=True):  # split runs first, while this process has no threads
-        result = await runner_throughput(args.cases, args.concurrency, args.delay, workers)
+        results.append(await runner_throughput(args.cases, args.concurrency, args.delay, workers))
     for backend_workers in args.url_backend_workers:
-        await runner_throughput_url(args.cases, args.concurrency, args.delay, backend_workers)
-    scoring_throughput(result)
+        results.append(await runner_throughput_url(args.cases, args.concurrency, args.delay, backend_workers))
+    if results:
+        scoring_throughput(results[0])
     if not args.skip_replay:
         await replay_suite()
 
