@@ -3,7 +3,8 @@
 1. Runner throughput: a fake OpenAI-compatible model (the rule-based reference agent behind uvicorn on loopback, in
    its own process) answers every request after 200 ms; 100 cases (the suite's cases, cycled) at --concurrency 16:
    in-process with 1 and 2 runner processes, and with --url against the backend deployed under uvicorn (2 workers).
-   Run time (wall time less startup) against the ideal, total model latency / 16 (target: within 1.25x).
+   Run time (first case start to last result) and whole wall time against the ideal, total model latency / 16
+   (target: within 1.25x), and the most requests the model was answering at once (--concurrency bounds it).
 2. Scoring throughput: the deterministic scorer alone over the transcripts of (1), cases per second.
 3. The full suite replayed from the committed cache of the local model's answers (what CI's gate runs), and the
    wall time of the live local-model run recorded in the committed baseline.
