@@ -37,9 +37,9 @@ SLOTS_PER_WORKER = 8
 
 
 def auto_workers(concurrency: int, *, in_process: bool = True) -> int:
-    """`--workers auto`: a process per 8 concurrent model requests, up to the CPU count. The backend's own work runs in the
-    runner and is Python: one process fills a core at about 16 concurrent 200 ms model calls. A deployed backend
-    (`--url`) does that work itself, so its runner is one process."""
+    """`--workers auto`: a process per 8 concurrent model requests, up to the CPU count. The backend's own work runs
+    in the runner and is Python: one process fills a core at about 16 concurrent 200 ms model calls. A deployed
+    backend (`--url`) does that work itself, so its runner is one process."""
     if not in_process:
         return 1
     return max(1, min(os.cpu_count() or 1, concurrency // SLOTS_PER_WORKER))
