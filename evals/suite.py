@@ -159,7 +159,8 @@ async def run_here(
     await target.start()
     # Everything alive now (the imported backend, the app) lives as long as the run: move it out of the collector's
     # reach. A full collection otherwise walks all of it, ~200 ms with every other coroutine stopped, once or twice
-    # a run.
+    # a run. Given back afterwards: a long-lived process (the playground, a test session) runs many evals, and what
+    # stayed frozen, garbage included, would never be collected.
     gc.freeze()
     startup = time.perf_counter() - started
     try:
@@ -169,6 +170,7 @@ async def run_here(
         outcomes = await run_suite(list(dataset.cases), target, options, on_result=on_result, next_job=next_job)
         run_seconds = time.perf_counter() - began
     finally:
+        gc.unfreeze()
         await target.close()
     return LocalRun(outcomes, target.describe(), startup, cache, run_seconds)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -185,3 +186,14 @@ async def test_waits_for_a_model_slot_do_not_count_against_the_turn_timeout(tmp_
     assert len(one_call) == 2 and model.most_at_once == 1
     assert [turn.error for t in run.trials for turn in t.transcript.turns] == [None, None]
     assert max(t.transcript.queued_ms or 0 for t in run.trials) >= 400
+
+
+async def test_a_run_gives_the_heap_back_to_the_collector(tmp_path: Path) -> None:
+    """A run freezes what is alive once its target is up (no full collection walks the backend mid-run), and
+    unfreezes it at the end: in a process that runs many evals, frozen garbage would never be collected."""
+    frozen_during: list[int] = []
+    run = await run_evals(
+        scripted_config(tmp_path, ids=IDS[:2]), on_result=lambda _outcome: frozen_during.append(gc.get_freeze_count())
+    )
+    assert len(run.trials) == 2 and min(frozen_during) > 0
+    assert gc.get_freeze_count() == 0
