@@ -8,13 +8,27 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from backend.settings import get_settings
+from backend.settings import Settings, SettingsError
+from backend.settings import get_settings as _get_settings
 from evals.cli import app as eval_app
 
-app = typer.Typer(help="todo-agent: chat backend, prompt playground and eval suite.", no_args_is_help=True)
+app = typer.Typer(
+    help="todo-agent: chat backend, prompt playground and eval suite.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,  # a traceback's locals can hold secrets
+)
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 console = Console(stderr=True)
+
+
+def get_settings() -> Settings:
+    """The environment's settings, or one clear line and exit 2 when the configuration is refused."""
+    try:
+        return _get_settings()
+    except SettingsError as exc:
+        console.print(f"[red]{exc}[/red]", markup=True, highlight=False)
+        raise typer.Exit(2) from None
 
 
 def _ensure_model() -> None:

@@ -18,6 +18,7 @@ from backend import db
 from backend.auth import TokenVerifier, unauthorized
 from backend.chat import ChatService
 from backend.errors import ApiError
+from backend.gates import verified_user
 from backend.ratelimit import RateLimiter, retry_after_header
 
 _bearer = HTTPBearer(auto_error=False, description="A Better Auth JWT")
@@ -48,7 +49,11 @@ async def get_chat_service(request: Request) -> ChatService:
 async def get_current_user(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> str:
-    """The user named by a verified token (a JWKS key fetch, when one is needed, runs in the threadpool)."""
+    """The user named by a verified token: the auth gate verified it before the body was read (`backend.gates`);
+    verified here only for a route the gate does not cover."""
+    gated = verified_user(request.scope)
+    if gated is not None:
+        return gated
     if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
         raise unauthorized("A Bearer token is required.")
     verifier: TokenVerifier = request.app.state.verifier
@@ -72,11 +77,15 @@ async def get_path_user(current: CurrentUser, user_id: Annotated[str, Path(max_l
 PathUser = Annotated[str, Depends(get_path_user)]
 
 
-async def _limit(request: Request, user: str) -> str:
-    limiter: RateLimiter = request.app.state.rate_limiter
+async def limit(limiter: RateLimiter, user: str, what: str) -> None:
+    """Count one `what` for `user`; 429 with Retry-After when the minute's allowance is used up."""
     wait = await limiter.hit(user)
     if wait is not None:
-        raise ApiError(429, "rate_limited", "Too many chat turns; slow down.", headers=retry_after_header(wait))
+        raise ApiError(429, "rate_limited", f"Too many {what}; slow down.", headers=retry_after_header(wait))
+
+
+async def _limit(request: Request, user: str) -> str:
+    await limit(request.app.state.rate_limiter, user, "chat turns")
     return user
 
 
@@ -91,3 +100,12 @@ async def get_limited_user(request: Request, user: CurrentUser) -> str:
 
 LimitedPathUser = Annotated[str, Depends(get_limited_path_user)]
 LimitedUser = Annotated[str, Depends(get_limited_user)]
+
+
+async def get_writing_user(request: Request, user: PathUser) -> str:
+    """A change to tasks or conversations: each user gets `WRITE_RATE_LIMIT_PER_MINUTE` of them."""
+    await limit(request.app.state.write_limiter, user, "changes")
+    return user
+
+
+WritingUser = Annotated[str, Depends(get_writing_user)]

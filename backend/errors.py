@@ -106,7 +106,9 @@ def validation_details(errors: Any) -> list[dict[str, Any]]:
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        if exc.status >= 500:  # the model, the database or the signing keys: operators want a line for each
+            log.warning("%s %s answered %s %s", request.method, request.url.path, exc.status, exc.code)
         return _json(exc.status, exc.body(), exc.headers)
 
     @app.exception_handler(RequestValidationError)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -15,13 +16,15 @@ import playground
 from backend import __version__, chatkit_door, db, mcp_server
 from backend.agent import AgentConfig, TodoAgent, tracing_off
 from backend.api import chat, conversations, health, tasks
+from backend.api.health import CachedCheck
 from backend.auth import TokenVerifier
-from backend.chat import ChatService
+from backend.chat import LEASE_MARGIN_SECONDS, ChatService
 from backend.errors import install_error_handlers
+from backend.gates import AuthGate, BodyLimit
 from backend.llm.provider import build_client, build_model, model_reachable
 from backend.observability import RequestIdMiddleware
 from backend.prompts import load_prompt
-from backend.ratelimit import build_rate_limiter
+from backend.ratelimit import build_rate_limiter, build_write_limiter
 from backend.settings import Settings, get_settings
 
 log = logging.getLogger("todo_agent")
@@ -36,6 +39,11 @@ def agent_config(settings: Settings, instructions: str) -> AgentConfig:
         max_turns=settings.max_agent_turns,
         timeout=settings.model_timeout,
     )
+
+
+def needs_auth(method: str, path: str) -> bool:
+    """The doors that act for a user: the REST API, ChatKit's endpoint and MCP (the gate checks them first)."""
+    return path.startswith("/api/") or path == "/mcp" or (path == "/chatkit" and method != "GET")
 
 
 def create_app(
@@ -63,14 +71,22 @@ def create_app(
             for start in app.state.lifespan_contexts:
                 await stack.enter_async_context(start())
             yield
+        if app.state.chat.recovering:  # replies being stored again after a database failure
+            await asyncio.wait(set(app.state.chat.recovering), timeout=LEASE_MARGIN_SECONDS)
         await app.state.rate_limiter.close()
+        await app.state.write_limiter.close()
+        await app.state.verifier.aclose()
         engine.dispose()
 
+    docs = settings.docs_on
     app = FastAPI(
         title="todo-agent",
         version=__version__,
         description="Chat backend for a tool-using todo assistant.",
         lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
     )
     app.state.settings = settings
     app.state.lifespan_contexts = []  # list[Callable[[], AbstractAsyncContextManager[None]]]
@@ -82,11 +98,15 @@ def create_app(
         engine, agent, history_window=settings.history_window, task_context_limit=settings.task_context_limit
     )
     app.state.rate_limiter = build_rate_limiter(settings)
+    app.state.write_limiter = build_write_limiter(settings)
     if model_check is None:
         client = build_client(settings)  # one client for every readiness probe (building one costs ~20 ms of TLS setup)
         model_check = lambda: model_reachable(settings, client)  # noqa: E731
-    app.state.model_check = model_check
+    app.state.model_check = CachedCheck(model_check)
 
+    # Innermost first: the body cap, then authentication (which reads no body), then CORS, then the request id.
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(AuthGate, verifier=app.state.verifier, needs_auth=needs_auth)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,

@@ -10,6 +10,7 @@ the user id it names reaches the tool handlers through the request scope, never 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -21,6 +22,7 @@ from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -28,12 +30,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from backend import __version__, tools
 from backend.auth import TokenVerifier, unauthorized
+from backend.deps import limit
 from backend.errors import ApiError
+from backend.gates import USER_STATE_KEY, verified_user
+from backend.ratelimit import RateLimiter
 from backend.tools import ToolRunContext
 
 MCP_PATH = "/mcp"
-# Where the authenticated user travels from the auth wrapper to the tool handlers (`request.state.user_id`).
-USER_STATE_KEY = "user_id"
+log = logging.getLogger("todo_agent.mcp")
 
 INSTRUCTIONS = (
     "Todo list tools for the authenticated user. Find a task's id with list_tasks before acting on it by title. "
@@ -75,7 +79,14 @@ def user_of(ctx: ServerRequestContext[Any, Any]) -> str:
     return user_id
 
 
-def build_server(engine: Engine) -> Server[Any]:
+def generic_error(exc: Exception) -> dict[str, Any]:
+    """What an unexpected failure says to a client: its kind, never its details."""
+    if isinstance(exc, OperationalError | DBAPIError):
+        return {"error": {"code": "database_unavailable", "message": "The database is unavailable; try again shortly."}}
+    return {"error": {"code": "internal_error", "message": "Something went wrong on our side."}}
+
+
+def build_server(engine: Engine, write_limiter: RateLimiter | None = None) -> Server[Any]:
     definitions = tool_definitions()
     schemas = {tool.name: tool.input_schema for tool in definitions}
 
@@ -87,10 +98,22 @@ def build_server(engine: Engine) -> Server[Any]:
     async def call_tool(
         ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
     ) -> types.CallToolResult:
-        context = ToolRunContext(user_id=user_of(ctx), engine=engine)
+        user = user_of(ctx)
+        context = ToolRunContext(user_id=user, engine=engine)
         arguments = params.arguments if params.arguments is not None else {}
-        # `invoke` is blocking database work: run it in a worker thread, as the agent's tool calls are.
-        result = await anyio.to_thread.run_sync(tools.invoke, context, params.name, arguments)
+        if params.name in tools.WRITE_TOOLS and write_limiter is not None:
+            try:
+                await limit(write_limiter, user, "changes")
+            except ApiError as exc:
+                return tool_result({"error": {"code": exc.code, "message": exc.message}})
+        try:
+            # `invoke` is blocking database work: run it in a worker thread, as the agent's tool calls are.
+            result = await anyio.to_thread.run_sync(tools.invoke, context, params.name, arguments)
+        except Exception as exc:
+            # Never the exception's text (it can quote SQL and the caller's data): the typed error the REST doors
+            # answer, and the type in the log.
+            log.warning("mcp: %s failed: %s", params.name, type(exc).__name__)
+            return tool_result(generic_error(exc))
         return tool_result(result)
 
     def input_schema(name: str) -> Mapping[str, Any] | None:
@@ -122,6 +145,9 @@ class BearerAuth:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if verified_user(scope) is not None:  # the app's auth gate verified it already
+            await self.app(scope, receive, send)
+            return
         try:
             user_id = await self._verified_user(Request(scope).headers.get("authorization"))
         except ApiError as exc:
@@ -141,8 +167,8 @@ class BearerAuth:
 class McpEndpoint:
     """The ASGI app served at `/mcp`: auth, then the SDK's streamable HTTP transport."""
 
-    def __init__(self, engine: Engine, verifier: TokenVerifier) -> None:
-        self.server = build_server(engine)
+    def __init__(self, engine: Engine, verifier: TokenVerifier, write_limiter: RateLimiter | None = None) -> None:
+        self.server = build_server(engine, write_limiter)
         self.session_manager = StreamableHTTPSessionManager(
             app=self.server,
             json_response=True,  # one JSON answer per POST: nothing to stream for these quick tools
@@ -160,7 +186,7 @@ class McpEndpoint:
 
 def mount(app: FastAPI) -> McpEndpoint:
     """Serve the MCP tools at `/mcp` on `app` and register the session manager with its lifespan."""
-    endpoint = McpEndpoint(app.state.engine, app.state.verifier)
+    endpoint = McpEndpoint(app.state.engine, app.state.verifier, app.state.write_limiter)
     # A route, not a mount: a mount would answer `/mcp` with a redirect to `/mcp/`.
     app.router.routes.append(Route(MCP_PATH, endpoint, methods=["GET", "POST", "DELETE"], include_in_schema=False))
     app.state.lifespan_contexts.append(endpoint.running)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -19,15 +20,31 @@ USER_ID_MAX = 128
 ROW_ID_MAX = 2**31 - 1
 
 
+# An id names one row forever: "task 2" in an old conversation must never name a newer task, and a deleted
+# conversation's id must never be handed to someone else. PostgreSQL sequences never go back; SQLite reuses the
+# highest deleted rowid unless the table is AUTOINCREMENT.
+NEVER_REUSE_IDS = {"sqlite_autoincrement": True}
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
 # ---------------------------------------------------------------- tasks
-# Text the API stores: PostgreSQL cannot store a NUL character, and a title or a message must not be blank. Said
-# as patterns so the OpenAPI schema tells clients (and schemathesis) what the server refuses.
+# Text the API stores: PostgreSQL cannot store a NUL character, and a title or a message must not be blank (nor made
+# only of invisible characters: zero-width spaces and joiners, word joiners, the byte-order mark). Said as patterns
+# so the OpenAPI schema tells clients (and schemathesis) what the server refuses.
+_INVISIBLE = "\\u200b-\\u200f\\u2060-\\u2064\\ufeff"
 TEXT_PATTERN = r"^[^\x00]*$"
-NON_BLANK_TEXT_PATTERN = r"^[^\x00]*[^\s\x00][^\x00]*$"
+NON_BLANK_TEXT_PATTERN = rf"^[^\x00]*[^\s\x00{_INVISIBLE}][^\x00]*$"
+_VISIBLE = re.compile(rf"[^\s{_INVISIBLE}]")
+
+
+def is_blank_text(text: str) -> bool:
+    """Nothing a reader could see: whitespace and invisible characters only."""
+    return _VISIBLE.search(text) is None
+
+
 Title = Annotated[str, PydanticField(min_length=1, max_length=TITLE_MAX, pattern=NON_BLANK_TEXT_PATTERN)]
 
 
@@ -61,7 +78,7 @@ class TaskUpdate(SQLModel):
 
 class Task(TaskBase, table=True):
     __tablename__ = "task"
-    __table_args__ = (Index("ix_task_user_completed", "user_id", "completed"),)
+    __table_args__ = (Index("ix_task_user_completed", "user_id", "completed"), NEVER_REUSE_IDS)
 
     id: int | None = Field(default=None, primary_key=True)
     user_id: str = Field(index=True, max_length=USER_ID_MAX)
@@ -83,15 +100,17 @@ TaskStatus = Literal["all", "pending", "completed"]
 # ---------------------------------------------------------------- conversations and messages
 class Conversation(SQLModel, table=True):
     __tablename__ = "conversation"
-    __table_args__ = (Index("ix_conversation_user_updated", "user_id", "updated_at"),)
+    __table_args__ = (Index("ix_conversation_user_updated", "user_id", "updated_at"), NEVER_REUSE_IDS)
 
     id: int | None = Field(default=None, primary_key=True)
     user_id: str = Field(index=True, max_length=USER_ID_MAX)
     title: str = Field(default="New conversation", max_length=TITLE_MAX)
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
-    # A turn in progress holds this lease (any worker can see it); an expired lease is free again.
+    # A turn in progress holds this lease (any worker can see it); an expired lease is free again. Only the holder
+    # of the token can release it.
     turn_lease_until: datetime | None = Field(default=None)
+    turn_lease_token: str | None = Field(default=None, max_length=32)
 
 
 class ConversationPublic(SQLModel):
@@ -101,12 +120,9 @@ class ConversationPublic(SQLModel):
     updated_at: datetime
 
 
-Role = Literal["user", "assistant"]
-
-
 class Message(SQLModel, table=True):
     __tablename__ = "message"
-    __table_args__ = (Index("ix_message_conversation_id_id", "conversation_id", "id"),)
+    __table_args__ = (Index("ix_message_conversation_id_id", "conversation_id", "id"), NEVER_REUSE_IDS)
 
     id: int | None = Field(default=None, primary_key=True)
     user_id: str = Field(index=True, max_length=USER_ID_MAX)

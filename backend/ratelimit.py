@@ -1,4 +1,4 @@
-"""Per-user rate limiting of chat turns: a fixed one-minute window.
+"""Per-user rate limits (chat turns; task and conversation changes): a fixed one-minute window.
 
 Counters live in Redis when `REDIS_URL` is set, so the limit holds across uvicorn workers and replicas; in memory
 otherwise (one worker). A Redis outage fails open: a broken limiter must not take the chat down with it.
@@ -46,15 +46,16 @@ class MemoryRateLimiter:
 
 
 class RedisRateLimiter:
-    def __init__(self, url: str, limit: int, window: int = WINDOW_SECONDS) -> None:
+    def __init__(self, url: str, limit: int, window: int = WINDOW_SECONDS, *, kind: str = "rate") -> None:
         self.redis = aioredis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
         self.limit = limit
         self.window = window
+        self.kind = kind  # keeps the counters of different limits apart
 
     async def hit(self, key: str) -> float | None:
         now = time.time()
         bucket = int(now // self.window)
-        name = f"todo-agent:rate:{key}:{bucket}"
+        name = f"todo-agent:{self.kind}:{key}:{bucket}"
         try:
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.incr(name)
@@ -70,9 +71,17 @@ class RedisRateLimiter:
 
 
 def build_rate_limiter(settings: Settings) -> RateLimiter:
+    """Chat turns per user (`RATE_LIMIT_PER_MINUTE`): each costs model time."""
     if settings.redis_url:
         return RedisRateLimiter(settings.redis_url, settings.rate_limit_per_minute)
     return MemoryRateLimiter(settings.rate_limit_per_minute)
+
+
+def build_write_limiter(settings: Settings) -> RateLimiter:
+    """Task and conversation changes per user (`WRITE_RATE_LIMIT_PER_MINUTE`), on the REST and MCP doors."""
+    if settings.redis_url:
+        return RedisRateLimiter(settings.redis_url, settings.write_rate_limit_per_minute, kind="writes")
+    return MemoryRateLimiter(settings.write_rate_limit_per_minute)
 
 
 def retry_after_header(seconds: float) -> dict[str, str]:

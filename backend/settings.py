@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PROMPTS_DIR = Path(__file__).parent / "prompts"
@@ -19,12 +19,23 @@ DEFAULT_PROMPT_FILE = PROMPTS_DIR / "system_v2.md"
 LOCAL_MODEL = "local"
 # Values that mean "somebody copied the example file and never set a secret".
 _PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "secret", "changethis", "your-secret-here"}
+MIN_SECRET_LENGTH = 32
+_LIST_SETTINGS = ("cors_origins", "playground_model_hosts", "playground_allowed_hosts")
+
+
+def real_secret(secret: str) -> bool:
+    """Long enough to resist guessing and not a value copied from an example."""
+    value = secret.strip()
+    lowered = value.lower()
+    placeholder = lowered in _PLACEHOLDER_SECRETS or any(word in lowered for word in ("changeme", "change-me"))
+    return len(value) >= MIN_SECRET_LENGTH and not placeholder
 
 
 class Settings(BaseSettings):
     """Every knob of the service; README's Configuration section documents each one."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", env_ignore_empty=True)
+    # `hide_input_in_errors`: a refused start names the setting, never its value (it may be a secret).
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", env_ignore_empty=True, hide_input_in_errors=True)
 
     environment: Literal["development", "production"] = "development"
     host: str = "127.0.0.1"
@@ -40,7 +51,10 @@ class Settings(BaseSettings):
     jwks_url: str | None = None
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
+    jwt_accept_hs256: bool = False  # with JWKS_URL: also accept HS256 tokens signed with BETTER_AUTH_SECRET
     jwks_cache_seconds: int = 300
+    jwks_max_stale_seconds: int = 3600  # JWKS unreachable: the last keys fetched serve this long past their expiry
+    jwks_refresh_cooldown_seconds: float = 10.0  # at most one JWKS fetch per this many seconds
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["http://localhost:3000", "http://127.0.0.1:3000"]
     )
@@ -64,33 +78,54 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     rate_limit_per_minute: int = 60
 
+    write_rate_limit_per_minute: int = 120  # task and conversation changes per user per minute, on every door
+    max_body_bytes: int = 1024 * 1024  # request bodies larger than this answer 413
+
     playground_enabled: bool | None = None  # None: on in development, off in production
     playground_username: str | None = None
     playground_password: str | None = None
+    # Where the playground may send model requests besides OPENAI_BASE_URL (loopback only by default).
+    playground_model_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["127.0.0.1", "localhost", "::1"]
+    )
+    # Host headers the playground answers besides loopback names and HOST (a DNS-rebinding guard).
+    playground_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    docs_enabled: bool | None = None  # /docs and /openapi.json; None: on in development, off in production
+    chatkit_demo_enabled: bool | None = None  # /chatkit/demo; None: on in development, off in production
 
     @model_validator(mode="before")
     @classmethod
-    def _split_origins(cls, data: object) -> object:
+    def _split_lists(cls, data: object) -> object:
+        """Comma-separated lists in the environment (`CORS_ORIGINS=a,b`)."""
         if isinstance(data, dict):
-            raw = data.get("cors_origins") or data.get("CORS_ORIGINS")
-            if isinstance(raw, str):
-                key = "cors_origins" if "cors_origins" in data else "CORS_ORIGINS"
-                data[key] = [o.strip() for o in raw.split(",") if o.strip()]
+            for name in _LIST_SETTINGS:
+                key = next((k for k in (name, name.upper()) if k in data), None)
+                if key is not None and isinstance(data[key], str):
+                    data[key] = [item.strip() for item in data[key].split(",") if item.strip()]
         return data
 
     @model_validator(mode="after")
     def _check_production(self) -> Settings:
         if self.environment != "production":
             return self
-        secret = (self.better_auth_secret or "").strip()
-        if not self.jwks_url and (secret.lower() in _PLACEHOLDER_SECRETS or len(secret) < 32):
+        secret = self.better_auth_secret
+        if secret is not None and not real_secret(secret):
             raise ValueError(
-                "production needs JWKS_URL or a BETTER_AUTH_SECRET of at least 32 characters "
-                "(placeholder secrets are refused)"
+                "BETTER_AUTH_SECRET is a placeholder or shorter than 32 characters: production refuses it "
+                "(set a real secret, or unset it and use JWKS_URL)"
             )
+        if not self.jwks_url and secret is None:
+            raise ValueError("production needs JWKS_URL or a BETTER_AUTH_SECRET of at least 32 characters")
+        if self.jwks_url and self.jwt_accept_hs256 and secret is None:
+            raise ValueError("JWT_ACCEPT_HS256 needs a BETTER_AUTH_SECRET of at least 32 characters")
         if self.playground_enabled and not (self.playground_username and self.playground_password):
             raise ValueError("PLAYGROUND_ENABLED in production needs PLAYGROUND_USERNAME and PLAYGROUND_PASSWORD")
         return self
+
+    @property
+    def accepts_hs256(self) -> bool:
+        """HS256 is the mechanism without JWKS_URL; with it, only when asked for (JWT_ACCEPT_HS256)."""
+        return not self.jwks_url or self.jwt_accept_hs256
 
     @property
     def is_local_model(self) -> bool:
@@ -114,11 +149,19 @@ class Settings(BaseSettings):
             return self.environment == "development"
         return self.playground_enabled
 
+    @property
+    def docs_on(self) -> bool:
+        return self.environment == "development" if self.docs_enabled is None else self.docs_enabled
+
+    @property
+    def chatkit_demo_on(self) -> bool:
+        return self.environment == "development" if self.chatkit_demo_enabled is None else self.chatkit_demo_enabled
+
     def auth_secret(self) -> str | None:
         """The HS256 secret; in development a generated one is kept under data_dir so tokens survive restarts."""
         if self.better_auth_secret:
             return self.better_auth_secret
-        if self.environment != "development" or self.jwks_url:
+        if self.environment != "development" or not self.accepts_hs256:
             return None
         path = self.data_dir / "dev_secret"
         if not path.exists():
@@ -129,6 +172,23 @@ class Settings(BaseSettings):
         return self.better_auth_secret
 
 
+class SettingsError(ValueError):
+    """The environment describes a configuration the service refuses; the message names settings, never values."""
+
+
+def describe_errors(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors(include_input=False, include_url=False):
+        where = ".".join(str(part) for part in error.get("loc", ())).upper()
+        message = str(error.get("msg", "")).removeprefix("Value error, ")
+        lines.append(f"{where}: {message}" if where else message)
+    return "; ".join(lines)
+
+
 @lru_cache
 def get_settings() -> Settings:
-    return Settings()
+    """The environment's settings; a refused configuration raises SettingsError with a message fit to print."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise SettingsError(f"configuration refused: {describe_errors(exc)}") from None

@@ -151,6 +151,7 @@ class TodoTool:
     description: str
     args_model: type[_Args]
     run: Callable[[Session, str, Any], ToolResult]
+    writes: bool = True  # changes a task (rate-limited as a write; never a free extra call in an eval case)
 
     def parameters_schema(self) -> dict[str, Any]:
         schema = self.args_model.model_json_schema()
@@ -173,12 +174,14 @@ TOOLS: tuple[TodoTool, ...] = (
         "List the user's tasks with their ids. Use it to find a task's id before acting on it by title.",
         ListTasksArgs,
         list_tasks,
+        writes=False,
     ),
     TodoTool("complete_task", "Mark a task as completed, by its id.", TaskIdArgs, complete_task),
     TodoTool("delete_task", "Delete a task permanently, by its id.", TaskIdArgs, delete_task),
     TodoTool("update_task", "Change a task's title and/or description, by its id.", UpdateTaskArgs, update_task),
 )
 TOOLS_BY_NAME = {tool.name: tool for tool in TOOLS}
+WRITE_TOOLS = frozenset(tool.name for tool in TOOLS if tool.writes)
 
 
 def chat_completions_tools() -> list[dict[str, Any]]:

@@ -33,9 +33,7 @@ def wait_until_up(url: str, timeout: float = 60.0) -> None:
 
 
 @contextlib.contextmanager
-def uvicorn_process(
-    app: str, port: int, env: dict[str, str] | None = None, workers: int = 1
-) -> Iterator[None]:
+def uvicorn_process(app: str, port: int, env: dict[str, str] | None = None, workers: int = 1) -> Iterator[None]:
     command = [
         sys.executable,
         "-m",

@@ -79,9 +79,10 @@ def main() -> int:
     with (
         tempfile.TemporaryDirectory() as tmp,
         throwaway_cluster() as cluster,
-        backend_with_scripted_model(
-            Path(tmp), workers=args.workers, extra_env={"DATABASE_URL": cluster.url}
-        ) as (base, _env),
+        backend_with_scripted_model(Path(tmp), workers=args.workers, extra_env={"DATABASE_URL": cluster.url}) as (
+            base,
+            _env,
+        ),
         httpx.Client(base_url=base, timeout=30) as client,
     ):
         first = client.post(f"/api/{user}/chat", json={"message": "before any restart"}, headers=auth)

@@ -103,9 +103,7 @@ def verify(database_url: str, base: str, everyone: list[Sent]) -> list[str]:
     users = {sent.user for sent in everyone}
     with Session(engine) as session:
         for sent in everyone:
-            owned = {
-                c.id for c in session.exec(select(Conversation).where(Conversation.user_id == sent.user)).all()
-            }
+            owned = {c.id for c in session.exec(select(Conversation).where(Conversation.user_id == sent.user)).all()}
             if owned != set(sent.conversations):
                 problems.append(f"{sent.user}: conversations {owned} != {set(sent.conversations)}")
             for conversation_id, texts in sent.conversations.items():

@@ -31,6 +31,9 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATASET = PROJECT_ROOT / "datasets"
 SCHEMA_FILE = DEFAULT_DATASET / "schema.json"
 
+# Conversations kept out of tuning: loaded only when asked for (`--tags holdout`, or their folder as --dataset), so
+# what the project measures them on is what it never tuned on.
+HOLDOUT_TAG = "holdout"
 REF_PATTERN = r"^[a-z][a-z0-9_]*$"
 MISSING_REF = "missing"  # `{missing}`: an id that belongs to no task
 _PLACEHOLDER = re.compile(r"\{([a-z][a-z0-9_]*)\}")
@@ -331,12 +334,21 @@ def dataset_files(path: Path) -> list[Path]:
     return [path]
 
 
-def load_dataset(path: Path | str = DEFAULT_DATASET) -> Dataset:
+def wants_holdout(path: Path | str, tags: Sequence[str] = ()) -> bool:
+    """Whether a run asks for the holdout: by one of its tags, or by naming its folder or file."""
+    return any(tag.startswith(HOLDOUT_TAG) for tag in tags) or HOLDOUT_TAG in Path(path).parts
+
+
+def load_dataset(path: Path | str = DEFAULT_DATASET, *, holdout: bool | None = None) -> Dataset:
+    """Every case under `path`; the holdout's only when `holdout` (default: when `path` names the holdout)."""
+    include_holdout = wants_holdout(path) if holdout is None else holdout
     cases: list[Case] = []
     sources: dict[str, Path] = {}
     files = dataset_files(Path(path))
     for file in files:
         for case in load_file(file).cases:
+            if HOLDOUT_TAG in case.tags and not include_holdout:
+                continue
             if case.id in sources:
                 raise DatasetError(f"{file}: case {case.id!r}: id: duplicate (also in {sources[case.id]})")
             sources[case.id] = file

@@ -23,7 +23,7 @@ from backend.llm.provider import model_name
 from backend.llm.scripted import Responder, create_scripted_app
 from backend.settings import Settings, get_settings
 from evals.cache import CacheMode, RecordReplayTransport, ResponseCache
-from evals.dataset import DEFAULT_DATASET, PROJECT_ROOT, Dataset, load_dataset
+from evals.dataset import DEFAULT_DATASET, PROJECT_ROOT, Dataset, load_dataset, wants_holdout
 from evals.metrics import summarise
 from evals.results import RunInfo, RunResult, TrialResult, versions
 from evals.runner import NextJob, RunOptions, TrialOutcome, open_cases, run_suite
@@ -111,7 +111,8 @@ def build_model_transport(
 
 
 def select(config: EvalConfig) -> Dataset:
-    return load_dataset(config.dataset).select(tags=config.tags, ids=config.ids)
+    holdout = wants_holdout(config.dataset, config.tags)
+    return load_dataset(config.dataset, holdout=holdout).select(tags=config.tags, ids=config.ids)
 
 
 @dataclass

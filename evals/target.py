@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
-from sqlalchemy import Engine, event, inspect, text
+from sqlalchemy import Engine, event, text
 from sqlalchemy.pool import ConnectionPoolEntry, NullPool
 from sqlmodel import SQLModel, create_engine
 
@@ -210,7 +210,9 @@ def _empty(engine: Engine) -> None:
     with engine.begin() as connection:
         for table in reversed(SQLModel.metadata.sorted_tables):
             connection.execute(table.delete())
-        if "sqlite_sequence" in inspect(connection).get_table_names():
+        # The tables are AUTOINCREMENT (ids are never reused in the product); here each case starts from 1 again.
+        # `inspect` does not list SQLite's own tables, so ask sqlite_master.
+        if connection.execute(text("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence'")).first():
             connection.execute(text("DELETE FROM sqlite_sequence"))
 
 

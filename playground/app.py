@@ -6,8 +6,11 @@ settings, paths) is shared and holds no per-session data.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any
+import functools
+import inspect
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar, cast
 
 import gradio as gr
 import pandas as pd
@@ -19,6 +22,8 @@ from playground import chat_handlers, eval_handlers, prompt_handlers
 from playground.context import PlaygroundContext
 from playground.session import MODEL_KINDS, ModelChoice, PlaygroundSession
 
+log = logging.getLogger("todo_agent.playground")
+F = TypeVar("F", bound=Callable[..., Any])
 THEME = gr.themes.Soft()
 CSS = "#chat-column .message-wrap { font-size: 14px } footer { display: none !important }"
 TAB_IDS = ("chat", "prompt", "evals")
@@ -36,11 +41,65 @@ def _ensure_user(ctx: PlaygroundContext, session: PlaygroundSession, request: gr
     try:
         session.user_id = chat_handlers.resolve_user(ctx.settings, requested, login)
     except PermissionError as exc:
-        raise gr.Error(str(exc)) from exc
+        raise user_error(str(exc)) from exc
 
 
 def _raw(session: PlaygroundSession) -> dict[str, Any]:
     return session.last_turn or {}
+
+
+def user_error(message: str) -> gr.Error:
+    """An error the page shows; never printed with a traceback (its text may quote what the user typed)."""
+    return gr.Error(message, print_exception=False)
+
+
+def _unexpected(fn: Callable[..., Any], exc: Exception) -> gr.Error:
+    log.warning("playground: %s failed: %s", fn.__name__, type(exc).__name__)  # the type only: never user data
+    return user_error("Something went wrong on our side; the server log has the error type.")
+
+
+def guarded(fn: F) -> F:
+    """Every handler: a gr.Error goes to the page as it is, anything else becomes a generic one and a log line with
+    its type. Gradio would otherwise print the traceback, with the user's text in it, to the server's log stream."""
+    if inspect.isasyncgenfunction(fn):
+
+        @functools.wraps(fn)
+        async def stream(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+            try:
+                async for item in fn(*args, **kwargs):
+                    yield item
+            except gr.Error as exc:
+                exc.print_exception = False
+                raise
+            except Exception as exc:
+                raise _unexpected(fn, exc) from None
+
+        return cast(F, stream)
+    if inspect.iscoroutinefunction(fn):
+
+        @functools.wraps(fn)
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await fn(*args, **kwargs)
+            except gr.Error as exc:
+                exc.print_exception = False
+                raise
+            except Exception as exc:
+                raise _unexpected(fn, exc) from None
+
+        return cast(F, call)
+
+    @functools.wraps(fn)
+    def plain(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error as exc:
+            exc.print_exception = False
+            raise
+        except Exception as exc:
+            raise _unexpected(fn, exc) from None
+
+    return cast(F, plain)
 
 
 def build_blocks(ctx: PlaygroundContext) -> gr.Blocks:
@@ -71,7 +130,12 @@ def build_blocks(ctx: PlaygroundContext) -> gr.Blocks:
                     with gr.Row():
                         new_button = gr.Button("New conversation", size="sm")
                         conversations = gr.Dropdown(
-                            label="Resume a conversation", choices=[], value=None, interactive=True, scale=3
+                            label="Resume a conversation",
+                            choices=[],
+                            value=None,
+                            interactive=True,
+                            scale=3,
+                            allow_custom_value=True,  # checked by the handler (Gradio's own check prints the value)
                         )
                 with gr.Column(scale=2):
                     user_box = gr.Textbox(
@@ -155,6 +219,7 @@ def build_blocks(ctx: PlaygroundContext) -> gr.Blocks:
                 choices=choices, value=session.conversation_id
             )
 
+        @guarded
         def on_load(session: PlaygroundSession, request: gr.Request) -> tuple[Any, ...]:
             _ensure_user(ctx, session, request)
             tab = request.query_params.get("tab") if request is not None else None  # deep links: ?tab=evals
@@ -172,6 +237,7 @@ def build_blocks(ctx: PlaygroundContext) -> gr.Blocks:
             api_visibility="private",
         )
 
+        @guarded
         def on_user(user: str, session: PlaygroundSession, request: gr.Request) -> tuple[Any, ...]:
             previous = session.user_id
             session.user_id = user
@@ -189,6 +255,7 @@ def build_blocks(ctx: PlaygroundContext) -> gr.Blocks:
             on_user, [user_box, state], [state, chatbot, tasks, conversations, raw_json], api_visibility="private"
         )
 
+        @guarded
         async def on_send(text: str, session: PlaygroundSession, request: gr.Request) -> AsyncIterator[tuple[Any, ...]]:
             _ensure_user(ctx, session, request)
             async for updated in chat_handlers.send(ctx, session, text):
@@ -201,6 +268,7 @@ def build_blocks(ctx: PlaygroundContext) -> gr.Blocks:
         message.submit(**send_event, api_name="chat")  # type: ignore[arg-type]
         send_button.click(**send_event, api_visibility="private")  # type: ignore[arg-type]
 
+        @guarded
         async def on_retry(session: PlaygroundSession, request: gr.Request) -> AsyncIterator[tuple[Any, ...]]:
             _ensure_user(ctx, session, request)
             async for updated in chat_handlers.retry(ctx, session):
@@ -210,17 +278,19 @@ def build_blocks(ctx: PlaygroundContext) -> gr.Blocks:
 
         chatbot.retry(on_retry, [state], chat_outputs, api_name="retry", concurrency_limit=8)
 
+        @guarded
         async def on_undo(session: PlaygroundSession, request: gr.Request) -> tuple[Any, ...]:
             _ensure_user(ctx, session, request)
             try:
                 session, text = await chat_handlers.undo(ctx, session)
             except ApiError as exc:
-                raise gr.Error(exc.message) from exc
+                raise user_error(exc.message) from exc
             table, choices = refreshed(session)
             return session.messages, text, session, table, {}, choices
 
         chatbot.undo(on_undo, [state], chat_outputs, api_name="undo")
 
+        @guarded
         def on_new(session: PlaygroundSession, request: gr.Request) -> tuple[Any, ...]:
             _ensure_user(ctx, session, request)
             chat_handlers.new_conversation(session)
@@ -229,17 +299,19 @@ def build_blocks(ctx: PlaygroundContext) -> gr.Blocks:
 
         new_button.click(on_new, [state], chat_outputs, api_name="new_conversation")
 
+        @guarded
         def on_resume(conversation_id: int | None, session: PlaygroundSession, request: gr.Request) -> tuple[Any, ...]:
             _ensure_user(ctx, session, request)
             try:
                 chat_handlers.resume(ctx, session, conversation_id)
             except ApiError as exc:
-                raise gr.Error(exc.message) from exc
+                raise user_error(exc.message) from exc
             table, choices = refreshed(session)
             return session.messages, gr.skip(), session, table, {}, choices
 
         conversations.input(on_resume, [conversations, state], chat_outputs, api_name="resume")
 
+        @guarded
         def on_model(
             kind_label: str, url: str, name: str, key: str, temp: float, session: PlaygroundSession
         ) -> tuple[Any, ...]:
@@ -258,28 +330,31 @@ def build_blocks(ctx: PlaygroundContext) -> gr.Blocks:
         def prompt_views(session: PlaygroundSession) -> tuple[str, str]:
             return prompt_handlers.status_line(ctx, session), prompt_handlers.diff_html(ctx, session.prompt_text)
 
+        @guarded
         def on_load_prompt(name: str, session: PlaygroundSession) -> tuple[Any, ...]:
             try:
                 prompt_handlers.load(ctx, session, name)
             except ValueError as exc:
-                raise gr.Error(str(exc)) from exc
+                raise user_error(str(exc)) from exc
             return (session, session.prompt_text, *prompt_views(session))
 
         load_button.click(
             on_load_prompt, [versions, state], [state, editor, prompt_status, diff], api_name="load_prompt"
         )
 
+        @guarded
         def on_edit(text: str, session: PlaygroundSession) -> tuple[Any, ...]:
             prompt_handlers.edit(ctx, session, text)
             return (session, *prompt_views(session))
 
         editor.change(on_edit, [editor, state], [state, prompt_status, diff], api_name="edit_prompt")
 
+        @guarded
         def on_save(name: str, text: str, session: PlaygroundSession) -> tuple[Any, ...]:
             try:
                 path = prompt_handlers.save_version(ctx, session, name, text)
             except (ValueError, FileExistsError) as exc:
-                raise gr.Error(str(exc)) from exc
+                raise user_error(str(exc)) from exc
             gr.Info(f"saved {path.name}: commit it to keep it")
             choices = gr.update(choices=list(prompt_handlers.prompt_files(ctx)), value=session.prompt_name)
             return (session, choices, "", *prompt_views(session))
@@ -302,11 +377,12 @@ def build_blocks(ctx: PlaygroundContext) -> gr.Blocks:
                 "<p>Pick a case in the table.</p>",
             )
 
+        @guarded
         async def on_run(
             tags: list[str], view_label: str, session: PlaygroundSession, progress: gr.Progress = gr.Progress()
         ) -> tuple[Any, ...]:
             if not tags:
-                raise gr.Error("pick at least one tag")
+                raise user_error("pick at least one tag")
             counts = {"done": 0, "total": 0, "failed": 0}
             progress(0, desc="starting the eval run")
 
@@ -324,7 +400,7 @@ def build_blocks(ctx: PlaygroundContext) -> gr.Blocks:
             try:
                 await eval_handlers.run(ctx, session, tags, on_start=on_start, on_result=on_result)
             except (ValueError, OSError, RuntimeError) as exc:
-                raise gr.Error(f"the run could not complete: {exc}") from exc
+                raise user_error(f"the run could not complete: {exc}") from exc
             return (session, *eval_views(session, view_label))
 
         eval_outputs = [summary, results, chart, case_pick, case_detail]
@@ -337,16 +413,19 @@ def build_blocks(ctx: PlaygroundContext) -> gr.Blocks:
             concurrency_id="evals",  # one run at a time on this machine: the model is the bottleneck
         )
 
+        @guarded
         def on_view(view_label: str, session: PlaygroundSession) -> pd.DataFrame:
             return eval_handlers.results_frame(session, eval_handlers.RESULTS_VIEWS.get(view_label, "all"))
 
         view.change(on_view, [view, state], [results], api_name="filter_results")
 
+        @guarded
         def on_case(case_id: str | None, session: PlaygroundSession) -> str:
             return eval_handlers.case_detail_html(ctx, session, case_id)
 
         case_pick.change(on_case, [case_pick, state], [case_detail], api_name="case_detail")
 
+        @guarded
         def on_row(table: pd.DataFrame, event: gr.SelectData) -> Any:
             index = event.index[0] if isinstance(event.index, list | tuple) else event.index
             if table is None or not isinstance(index, int) or index >= len(table):
@@ -355,11 +434,12 @@ def build_blocks(ctx: PlaygroundContext) -> gr.Blocks:
 
         results.select(on_row, [results], [case_pick], api_visibility="private")
 
+        @guarded
         def on_promote(session: PlaygroundSession) -> tuple[Any, ...]:
             try:
                 note = eval_handlers.promote(ctx, session)
             except ValueError as exc:
-                raise gr.Error(str(exc)) from exc
+                raise user_error(str(exc)) from exc
             return session, note
 
         promote_button.click(on_promote, [state], [state, promote_note], api_name="promote")

@@ -37,6 +37,7 @@ from playground.context import DEV_USER, PlaygroundContext
 from playground.session import PlaygroundSession
 
 TASK_COLUMNS = ["id", "title", "completed", "description"]
+DOOR = "playground"
 
 
 # ---------------------------------------------------------------- who is chatting
@@ -227,7 +228,7 @@ async def send(ctx: PlaygroundContext, session: PlaygroundSession, message: str)
 
     async def open_turn() -> OpenTurn:
         return await ctx.chat.open_turn(
-            user_id=session.user_id, message=message, conversation_id=session.conversation_id
+            user_id=session.user_id, message=message, conversation_id=session.conversation_id, door=DOOR
         )
 
     async for updated in _stream_turn(ctx, session, open_turn, message):
@@ -258,25 +259,11 @@ async def retry(ctx: PlaygroundContext, session: PlaygroundSession) -> AsyncIter
 
     async def open_turn() -> OpenTurn:
         return await ctx.chat.reopen_turn(
-            user_id=session.user_id, conversation_id=conversation_id, user_message_id=message_id
+            user_id=session.user_id, conversation_id=conversation_id, user_message_id=message_id, door=DOOR
         )
 
     async for updated in _stream_turn(ctx, session, open_turn, last.content):
         yield updated
-
-
-def _delete_from(ctx: PlaygroundContext, session: PlaygroundSession, message_id: int) -> None:
-    assert session.conversation_id is not None
-    with Session(ctx.engine) as db:
-        # Under the turn lease, like any change to a conversation, so a running turn is never cut in two.
-        if not crud.acquire_turn_lease(db, conversation_id=session.conversation_id, seconds=30):
-            raise ApiError(409, "conflict", "A turn is running on this conversation.")
-        try:
-            for message in crud.list_messages(db, conversation_id=session.conversation_id, after_id=message_id - 1):
-                db.delete(message)
-            db.commit()
-        finally:
-            crud.release_turn_lease(db, conversation_id=session.conversation_id)
 
 
 async def undo(ctx: PlaygroundContext, session: PlaygroundSession) -> tuple[PlaygroundSession, str]:
@@ -285,9 +272,9 @@ async def undo(ctx: PlaygroundContext, session: PlaygroundSession) -> tuple[Play
     Only the conversation is rewound: tool calls already ran, so their effect on tasks stays (the task list shows it).
     """
     last = await anyio.to_thread.run_sync(_last_user_message, ctx, session)
-    if last is None or last.id is None:
+    if last is None or last.id is None or session.conversation_id is None:
         return session, ""
-    await anyio.to_thread.run_sync(_delete_from, ctx, session, last.id)
+    await ctx.chat.rewind(user_id=session.user_id, conversation_id=session.conversation_id, user_message_id=last.id)
     index = _last_user_index(session.messages)
     if index is not None:
         session.messages = session.messages[:index]
@@ -302,16 +289,19 @@ def new_conversation(session: PlaygroundSession) -> PlaygroundSession:
     return session
 
 
-def resume(ctx: PlaygroundContext, session: PlaygroundSession, conversation_id: int | None) -> PlaygroundSession:
+def resume(ctx: PlaygroundContext, session: PlaygroundSession, conversation_id: int | str | None) -> PlaygroundSession:
     """Show a stored conversation; the next message continues it."""
-    if conversation_id is None:
+    if conversation_id is None or conversation_id == "":
         return new_conversation(session)
+    wanted = int(conversation_id) if str(conversation_id).isdigit() else None
     with Session(ctx.engine) as db:
-        conversation = crud.get_conversation(db, user_id=session.user_id, conversation_id=int(conversation_id))
-        if conversation is None:
+        conversation = (
+            crud.get_conversation(db, user_id=session.user_id, conversation_id=wanted) if wanted is not None else None
+        )
+        if conversation is None or wanted is None:
             raise ApiError(404, "not_found", "Conversation not found.")
-        messages = list(crud.list_messages(db, conversation_id=int(conversation_id)))
-    session.conversation_id = int(conversation_id)
+        messages = list(crud.list_messages(db, conversation_id=wanted))
+    session.conversation_id = wanted
     session.messages = stored_messages(messages)
     session.last_turn = {}
     return session

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from agents.models.interface import Model
 from sqlalchemy import Engine
@@ -25,6 +26,22 @@ from playground.session import ModelChoice
 
 DEFAULT_BASELINE = PROJECT_ROOT / "evals" / "baselines" / "local.json"  # the one `todo-agent eval baseline` writes
 DEV_USER = "playground"
+
+
+def _normalised_url(url: str) -> tuple[str, str, int | None, str]:
+    parts = urlsplit(url.strip())
+    return parts.scheme.lower(), (parts.hostname or "").lower(), parts.port, parts.path.rstrip("/")
+
+
+def same_endpoint(url: str, configured: str | None) -> bool:
+    """Whether `url` is the configured OPENAI_BASE_URL (scheme, host, port and path alike)."""
+    return configured is not None and _normalised_url(url) == _normalised_url(configured)
+
+
+def allowed_model_url(url: str, hosts: list[str]) -> bool:
+    """An http(s) URL whose host is on the allow-list: the playground must not become a way to reach any host."""
+    scheme, host, _, _ = _normalised_url(url)
+    return scheme in ("http", "https") and host in {h.strip().lower().strip("[]") for h in hosts}
 
 
 @dataclass
@@ -65,12 +82,21 @@ class PlaygroundContext:
         if choice.kind == "local":
             update["agent_model"] = LOCAL_MODEL
         elif choice.kind == "openai":
-            if not choice.base_url.strip() or not choice.name.strip():
+            base_url = choice.base_url.strip()
+            if not base_url or not choice.name.strip():
                 raise ValueError("an OpenAI-compatible model needs a base URL and a model name")
+            configured = same_endpoint(base_url, self.settings.openai_base_url)
+            if not configured and not allowed_model_url(base_url, self.settings.playground_model_hosts):
+                raise ValueError(
+                    f"{base_url} is not OPENAI_BASE_URL and its host is not in PLAYGROUND_MODEL_HOSTS "
+                    f"({', '.join(self.settings.playground_model_hosts) or 'empty'})"
+                )
+            # The server's key goes to the server's endpoint only: any other URL gets the key typed in, or none.
+            server_key = self.settings.openai_api_key if configured else None
             update |= {
                 "agent_model": choice.name.strip(),
-                "openai_base_url": choice.base_url.strip(),
-                "openai_api_key": choice.api_key.strip() or self.settings.openai_api_key or "none",
+                "openai_base_url": base_url,
+                "openai_api_key": choice.api_key.strip() or server_key or "none",
             }
         if choice.temperature is not None:
             update["temperature"] = float(choice.temperature)

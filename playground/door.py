@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from backend.settings import Settings
+from playground.guards import guard_middleware
 
 PATH = "/playground"
 DEFAULT_PORT = 7860
@@ -55,7 +56,14 @@ def mount(app: FastAPI) -> None:
 
     context = PlaygroundContext(settings, app.state.chat)
     app.state.playground = context
-    gr.mount_gradio_app(app, build_blocks(context), path=PATH, auth=playground_auth(settings), **_gradio_options())
+    gr.mount_gradio_app(
+        app,
+        build_blocks(context),
+        path=PATH,
+        auth=playground_auth(settings),
+        app_kwargs={"middleware": guard_middleware(settings)},
+        **_gradio_options(),
+    )
 
 
 def launch(
@@ -83,6 +91,7 @@ def launch(
         auth=playground_auth(settings),
         prevent_thread_lock=not block,
         quiet=not block,
+        app_kwargs={"middleware": guard_middleware(settings, bind_host=host)},
         **_gradio_options(),
         **launch_options,
     )

@@ -94,17 +94,17 @@ async def test_better_auth_user_id_claims_are_accepted(app: Harness) -> None:
         assert response.status_code == 200, claim
 
 
-def test_issuer_and_audience_are_checked_when_configured(tmp_path: Path) -> None:
+async def test_issuer_and_audience_are_checked_when_configured(tmp_path: Path) -> None:
     verifier = TokenVerifier(make_settings(tmp_path, jwt_issuer="https://auth.example", jwt_audience="todo"))
     good = {"sub": "u1", "exp": future(), "iss": "https://auth.example", "aud": "todo"}
-    assert verifier.user_id(hs256(good)) == "u1"
+    assert await verifier.verified_user(hs256(good)) == "u1"
     for bad in (
         {**good, "iss": "https://evil.example"},
         {**good, "aud": "other"},
         {"sub": "u1", "exp": future()},
     ):
         with pytest.raises(ApiError) as raised:
-            verifier.user_id(hs256(bad))
+            await verifier.verified_user(hs256(bad))
         assert raised.value.status == 401
 
 
@@ -150,39 +150,45 @@ def jwks_verifier(tmp_path: Path, jwks_url: str) -> TokenVerifier:
     return TokenVerifier(settings)
 
 
-def test_eddsa_and_rs256_tokens_verify_through_jwks(tmp_path: Path, jwks_url: str, keys: dict[str, Any]) -> None:
+async def test_eddsa_and_rs256_tokens_verify_through_jwks(tmp_path: Path, jwks_url: str, keys: dict[str, Any]) -> None:
     verifier = jwks_verifier(tmp_path, jwks_url)
     claims = {"sub": "better-auth-user", "exp": future()}
-    assert verifier.user_id(jwt.encode(claims, keys["ed"], algorithm="EdDSA", headers={"kid": "ed1"})) == (
+    assert await verifier.verified_user(jwt.encode(claims, keys["ed"], algorithm="EdDSA", headers={"kid": "ed1"})) == (
         "better-auth-user"
     )
-    assert verifier.user_id(jwt.encode(claims, keys["rsa"], algorithm="RS256", headers={"kid": "rsa1"})) == (
-        "better-auth-user"
-    )
+    assert await verifier.verified_user(
+        jwt.encode(claims, keys["rsa"], algorithm="RS256", headers={"kid": "rsa1"})
+    ) == ("better-auth-user")
+    await verifier.aclose()
 
 
-async def test_a_jwks_key_fetch_runs_off_the_event_loop(
+async def test_verification_never_takes_a_worker_thread(
     tmp_path: Path, jwks_url: str, keys: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With a JWKS URL, verifying may fetch keys over the network: it must not block the event loop; a shared secret
-    is pure CPU and is verified in place (a threadpool trip would cost more than the check)."""
-    loop_thread = threading.get_ident()
-    seen: list[int] = []
-    verify = TokenVerifier.user_id
+    """A key fetch is async I/O and a signature check is CPU on the event loop: neither holds a worker thread (a
+    flood of tokens would otherwise fill the threadpool every route and health check shares)."""
+    import anyio.to_thread
 
-    def recording(self: TokenVerifier, token: str) -> str:
-        seen.append(threading.get_ident())
-        return verify(self, token)
+    trips: list[object] = []
+    real = anyio.to_thread.run_sync
 
-    monkeypatch.setattr(TokenVerifier, "user_id", recording)
+    async def counting(*args: Any, **kwargs: Any) -> Any:
+        trips.append(args[0])
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counting)
     token = jwt.encode({"sub": "u1", "exp": future()}, keys["ed"], algorithm="EdDSA", headers={"kid": "ed1"})
-    assert await jwks_verifier(tmp_path, jwks_url).verified_user(token) == "u1"
+    verifier = jwks_verifier(tmp_path, jwks_url)
+    assert await verifier.verified_user(token) == "u1"
     hs = TokenVerifier(make_settings(tmp_path))
     assert await hs.verified_user(jwt.encode({"sub": "u2", "exp": future()}, TEST_SECRET, algorithm="HS256")) == "u2"
-    assert seen[0] != loop_thread and seen[1] == loop_thread
+    await verifier.aclose()
+    assert trips == []
 
 
-def test_hs_rs_confusion_and_unknown_keys_are_rejected(tmp_path: Path, jwks_url: str, keys: dict[str, Any]) -> None:
+async def test_hs_rs_confusion_and_unknown_keys_are_rejected(
+    tmp_path: Path, jwks_url: str, keys: dict[str, Any]
+) -> None:
     verifier = jwks_verifier(tmp_path, jwks_url)
     public_pem = (
         keys["rsa"]
@@ -209,12 +215,13 @@ def test_hs_rs_confusion_and_unknown_keys_are_rejected(tmp_path: Path, jwks_url:
         jwt.encode({"sub": "x"}, keys["ed"], algorithm="EdDSA", headers={"kid": "ed1"}),
     ):
         with pytest.raises(ApiError) as raised:
-            verifier.user_id(token)
+            await verifier.verified_user(token)
         assert raised.value.status == 401
+    await verifier.aclose()
 
 
 def test_production_refuses_placeholder_secrets(tmp_path: Path) -> None:
-    for secret in ("changeme", "short"):
+    for secret in ("changeme", "short", "changeme-" + "x" * 40):
         with pytest.raises(ValueError, match="BETTER_AUTH_SECRET"):
             Settings(_env_file=None, environment="production", better_auth_secret=secret)  # type: ignore[call-arg]
     ok = Settings(_env_file=None, environment="production", better_auth_secret="z" * 40)  # type: ignore[call-arg]

@@ -279,10 +279,11 @@ async def test_rejections_are_json_before_any_stream(harness: Harness) -> None:
 
     # A turn already running on the conversation (its lease held, as another worker would hold it): 409.
     with Session(harness.app.state.engine) as session:
-        assert crud.acquire_turn_lease(session, conversation_id=conversation, seconds=60)
+        lease = crud.acquire_turn_lease(session, conversation_id=conversation, user_id=owner, seconds=60)
+        assert lease is not None
     assert await rejected(owner, {"message": "hi", "conversation_id": conversation}) == (409, "conflict")
     with Session(harness.app.state.engine) as session:
-        crud.release_turn_lease(session, conversation_id=conversation)
+        crud.release_turn_lease(session, lease=lease)
     # Nothing was stored by the rejected requests.
     assert len(await stored_messages(harness, owner, conversation)) == 2
 

@@ -611,14 +611,15 @@ async def test_a_running_turn_makes_new_turns_on_the_thread_409(door: Door) -> N
     thread = model.thread.id
     user_item = next(iter(model.items))
     with Session(door.harness.app.state.engine) as session:  # another worker's turn holds the conversation
-        assert crud.acquire_turn_lease(session, conversation_id=conversation_id(thread), seconds=60)
+        lease = crud.acquire_turn_lease(session, conversation_id=conversation_id(thread), user_id=user, seconds=60)
+        assert lease is not None
     for body in (add_body(thread, "Hello again"), retry_body(thread, user_item)):
         answer = await door.post(user, body)
         assert answer.status_code == 409 and answer.json()["error"]["code"] == "conflict"
     # Reading is fine meanwhile, and nothing was stored by the refused turns.
     assert len(await door.items(user, thread)) == 2
     with Session(door.harness.app.state.engine) as session:
-        crud.release_turn_lease(session, conversation_id=conversation_id(thread))
+        crud.release_turn_lease(session, lease=lease)
     model = await door.stream(user, add_body(thread, "Hello again"), model)
     assert_model_matches(model, await door.items(user, thread))
 

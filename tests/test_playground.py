@@ -187,10 +187,12 @@ async def test_edited_prompt_and_temperature_reach_the_model_without_restart(pg:
 
 
 def test_model_choices_map_onto_settings(pg: Playground) -> None:
-    hosted = pg.ctx.model_settings(ModelChoice("openai", "http://llm.internal/v1", "gpt-x", "k", 0.2))
+    hosted = pg.ctx.model_settings(ModelChoice("openai", "http://127.0.0.1:8001/v1", "gpt-x", "k", 0.2))
     assert (hosted.agent_model, hosted.openai_base_url, hosted.openai_api_key, hosted.temperature) == (
-        "gpt-x", "http://llm.internal/v1", "k", 0.2,
+        "gpt-x", "http://127.0.0.1:8001/v1", "k", 0.2,
     )  # fmt: skip
+    with pytest.raises(ValueError, match="PLAYGROUND_MODEL_HOSTS"):
+        pg.ctx.model_settings(ModelChoice("openai", "http://llm.internal/v1", "gpt-x", "k"))
     assert pg.ctx.model_settings(ModelChoice("local")).is_local_model
     with pytest.raises(ValueError, match="base URL"):
         pg.ctx.model_settings(ModelChoice("openai", "", "gpt-x"))
@@ -327,10 +329,10 @@ def _mounted_app(tmp_path: Path, **overrides: Any) -> Any:
 
 async def test_mounted_in_development_and_off_in_production_unless_enabled(tmp_path: Path) -> None:
     dev = _mounted_app(tmp_path, playground_enabled=None)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=dev), base_url="http://t") as client:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=dev), base_url="http://127.0.0.1") as client:
         assert (await client.get("/playground/config")).status_code == 200
     prod = _mounted_app(tmp_path, environment="production", playground_enabled=None)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=prod), base_url="http://t") as client:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=prod), base_url="http://127.0.0.1") as client:
         assert (await client.get("/playground/config")).status_code == 404
         assert (await client.get("/health/live")).status_code == 200
 
@@ -338,7 +340,7 @@ async def test_mounted_in_development_and_off_in_production_unless_enabled(tmp_p
 async def test_enabled_in_production_it_sits_behind_its_own_login(tmp_path: Path) -> None:
     app = _mounted_app(tmp_path, environment="production", playground_enabled=True, better_auth_secret=TEST_SECRET,
                        playground_username="prompt-eng", playground_password="a-long-password")  # fmt: skip
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client:
         assert (await client.get("/playground/config")).status_code == 401
         wrong = await client.post("/playground/login", data={"username": "prompt-eng", "password": "nope"})
         assert wrong.status_code == 400

@@ -78,8 +78,11 @@ async def sse_events(service: ChatService, turn: OpenTurn) -> AsyncIterator[Serv
 
 
 async def _chat(service: ChatService, user_id: str, body: ChatRequest, accept: str | None) -> Any:
-    turn = await service.open_turn(user_id=user_id, message=body.message, conversation_id=body.conversation_id)
-    if wants_stream(accept):
+    stream = wants_stream(accept)
+    turn = await service.open_turn(
+        user_id=user_id, message=body.message, conversation_id=body.conversation_id, door="sse" if stream else "json"
+    )
+    if stream:
         return EventSourceResponse(sse_events(service, turn), ping=15)
     result = await collect(turn, service.events(turn, stream_tokens=False))  # nobody reads the tokens one by one
     return result.public()

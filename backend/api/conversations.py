@@ -8,8 +8,9 @@ from fastapi import APIRouter, Query, Response
 from sqlmodel import Session
 
 from backend import crud
-from backend.deps import DbDep, PathUser
-from backend.errors import ApiError, error_responses
+from backend.chat import conversation_not_found
+from backend.deps import ChatDep, DbDep, PathUser, WritingUser
+from backend.errors import error_responses
 from backend.models import ROW_ID_MAX, Conversation, ConversationDetail, ConversationPublic, MessagePublic
 
 router = APIRouter(
@@ -18,10 +19,6 @@ router = APIRouter(
     responses=error_responses(401, 403, 422, 503),
 )
 NOT_FOUND = error_responses(404)
-
-
-def conversation_not_found() -> ApiError:
-    return ApiError(404, "not_found", "Conversation not found.")
 
 
 def owned_conversation(session: Session, user: str, conversation_id: int) -> Conversation:
@@ -58,11 +55,8 @@ def conversation_detail(session: Session, user: str, conversation_id: int) -> Co
     )
 
 
-@router.delete("/{conversation_id}", status_code=204, responses=NOT_FOUND)
-async def delete_conversation(user: PathUser, db: DbDep, conversation_id: int) -> Response:
-    await db(
-        lambda session: crud.delete_conversation(
-            session, conversation=owned_conversation(session, user, conversation_id)
-        )
-    )
+@router.delete("/{conversation_id}", status_code=204, responses={**NOT_FOUND, **error_responses(409, 429)})
+async def delete_conversation(user: WritingUser, chat: ChatDep, conversation_id: int) -> Response:
+    """409 while a turn runs on it: delete it once the turn has answered."""
+    await chat.delete_conversation(user_id=user, conversation_id=conversation_id)
     return Response(status_code=204)

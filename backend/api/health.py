@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -15,10 +18,43 @@ from backend.llm.provider import model_name
 from backend.prompts import prompt_version
 
 router = APIRouter(tags=["health"])
+MODEL_CHECK_SECONDS = 5.0
+
+
+class CachedCheck:
+    """A readiness check asked at most once per `ttl` seconds, one call at a time.
+
+    `/health/ready` is unauthenticated: without this, every probe (or anyone on the network) would make an upstream
+    request carrying the server's API key.
+    """
+
+    def __init__(
+        self,
+        check: Callable[[], Awaitable[bool]],
+        *,
+        ttl: float = MODEL_CHECK_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.check = check
+        self.ttl = ttl
+        self.clock = clock
+        self.calls = 0
+        self._result: tuple[float, bool] | None = None
+        self._lock = asyncio.Lock()
+
+    async def __call__(self) -> bool:
+        async with self._lock:
+            if self._result is not None and self.clock() - self._result[0] < self.ttl:
+                return self._result[1]
+            self.calls += 1
+            ok = await self.check()
+            self._result = (self.clock(), ok)
+            return ok
 
 
 @router.get("/health/live")
-def live() -> dict[str, str]:
+async def live() -> dict[str, str]:
+    """The process answers: on the event loop, never behind the threadpool (which a slow dependency can fill)."""
     return {"status": "ok"}
 
 
@@ -41,7 +77,7 @@ async def ready(request: Request) -> Any:
 
 
 @router.get("/api/info", responses=error_responses(401, 503))
-def info(_: CurrentUser, request: Request) -> dict[str, Any]:
+async def info(_: CurrentUser, request: Request) -> dict[str, Any]:
     settings = request.app.state.settings
     prompt = request.app.state.system_prompt
     return {

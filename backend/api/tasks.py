@@ -8,12 +8,13 @@ from fastapi import APIRouter, Query, Response
 from sqlmodel import Session
 
 from backend import crud
-from backend.deps import DbDep, PathUser
+from backend.deps import DbDep, PathUser, WritingUser
 from backend.errors import ApiError, error_responses
 from backend.models import Task, TaskCreate, TaskPublic, TaskStatus, TaskUpdate
 
 router = APIRouter(prefix="/api/{user_id}/tasks", tags=["tasks"], responses=error_responses(400, 401, 403, 422, 503))
 NOT_FOUND = error_responses(404)
+LIMITED = error_responses(429)
 
 
 def owned_task(session: Session, user: str, task_id: int) -> Task:
@@ -29,8 +30,8 @@ async def list_tasks(user: PathUser, db: DbDep, status: Annotated[TaskStatus, Qu
     return await db(lambda session: list(crud.list_tasks(session, user_id=user, status=status)))
 
 
-@router.post("", response_model=TaskPublic, status_code=201)
-async def create_task(user: PathUser, db: DbDep, task_in: TaskCreate) -> Task:
+@router.post("", response_model=TaskPublic, status_code=201, responses=LIMITED)
+async def create_task(user: WritingUser, db: DbDep, task_in: TaskCreate) -> Task:
     return await db(lambda session: crud.create_task(session, user_id=user, task_in=task_in))
 
 
@@ -39,8 +40,8 @@ async def read_task(user: PathUser, db: DbDep, task_id: int) -> Task:
     return await db(lambda session: owned_task(session, user, task_id))
 
 
-@router.patch("/{task_id}", response_model=TaskPublic, responses=NOT_FOUND)
-async def update_task(user: PathUser, db: DbDep, task_id: int, task_in: TaskUpdate) -> Task:
+@router.patch("/{task_id}", response_model=TaskPublic, responses={**NOT_FOUND, **LIMITED})
+async def update_task(user: WritingUser, db: DbDep, task_id: int, task_in: TaskUpdate) -> Task:
     """Any of title, description, completed; `description: null` clears it, `title: null` is refused."""
     for field in ("title", "completed"):
         if field in task_in.model_fields_set and getattr(task_in, field) is None:
@@ -48,7 +49,7 @@ async def update_task(user: PathUser, db: DbDep, task_id: int, task_in: TaskUpda
     return await db(lambda session: crud.update_task(session, task=owned_task(session, user, task_id), task_in=task_in))
 
 
-@router.delete("/{task_id}", status_code=204, responses=NOT_FOUND)
-async def delete_task(user: PathUser, db: DbDep, task_id: int) -> Response:
+@router.delete("/{task_id}", status_code=204, responses={**NOT_FOUND, **LIMITED})
+async def delete_task(user: WritingUser, db: DbDep, task_id: int) -> Response:
     await db(lambda session: crud.delete_task(session, task=owned_task(session, user, task_id)))
     return Response(status_code=204)

@@ -13,7 +13,6 @@ import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import anyio
 from chatkit.errors import ErrorCode
 from chatkit.server import StreamingResult
 from chatkit.store import NotFoundError
@@ -35,19 +34,17 @@ from chatkit.types import (
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from pydantic import TypeAdapter, ValidationError
-from sqlalchemy import Engine
-from sqlmodel import Session
 
-from backend import crud
 from backend.chat import ChatService
 from backend.chatkit_door.items import TEXT_PART, parse_item_id, parse_thread_id
 from backend.chatkit_door.server import TodoChatKitServer
 from backend.chatkit_door.store import RequestContext
-from backend.deps import ChatDep, CurrentUser, get_limited_user
+from backend.deps import ChatDep, CurrentUser, get_limited_user, limit
 from backend.errors import ApiError, validation_details
 from backend.models import TITLE_MAX
 
 log = logging.getLogger("todo_agent.chatkit")
+DOOR = "chatkit"
 
 router = APIRouter(tags=["chatkit"])
 
@@ -98,18 +95,18 @@ async def prepare(request: ChatKitReq, context: RequestContext, server: TodoChat
     match request:
         case ThreadsCreateReq():
             text = message_text(request.params.input)
-            context.turn = await chat.open_turn(user_id=user, message=text, conversation_id=None)
+            context.turn = await chat.open_turn(user_id=user, message=text, conversation_id=None, door=DOOR)
         case ThreadsAddUserMessageReq():
             text = message_text(request.params.input)
             conversation_id = await owned(request.params.thread_id)
-            context.turn = await chat.open_turn(user_id=user, message=text, conversation_id=conversation_id)
+            context.turn = await chat.open_turn(user_id=user, message=text, conversation_id=conversation_id, door=DOOR)
         case ThreadsRetryAfterItemReq():
             conversation_id = await owned(request.params.thread_id)
             key = parse_item_id(request.params.item_id)
             if key is None or key.part != TEXT_PART:
                 raise ApiError(404, "not_found", "Message not found.")
             context.turn = await chat.reopen_turn(
-                user_id=user, conversation_id=conversation_id, user_message_id=key.message_id
+                user_id=user, conversation_id=conversation_id, user_message_id=key.message_id, door=DOOR
             )
         case ThreadsUpdateReq():
             if not request.params.title.strip() or len(request.params.title) > TITLE_MAX:
@@ -128,21 +125,10 @@ async def prepare(request: ChatKitReq, context: RequestContext, server: TodoChat
             raise bad_request(f"{request.type} is not supported by this server.")
 
 
-async def release_unstarted(context: RequestContext, engine: Engine) -> None:
+async def release_unstarted(context: RequestContext, chat: ChatService) -> None:
     """A turn the door opened but `respond` never took over (the client left first) must not keep its lease."""
-    turn = context.turn
-    if turn is None or context.turn_started:
-        return
-
-    def release() -> None:
-        with Session(engine) as session:
-            crud.release_turn_lease(session, conversation_id=turn.conversation_id)
-
-    with anyio.CancelScope(shield=True):
-        try:
-            await anyio.to_thread.run_sync(release)
-        except Exception:  # the lease then expires on its own
-            log.warning("chatkit: could not release conversation %s", turn.conversation_id)
+    if context.turn is not None and not context.turn_started:
+        await chat.abandon(context.turn)
 
 
 def _error_chunk() -> bytes:
@@ -150,7 +136,7 @@ def _error_chunk() -> bytes:
     return b"data: " + event.model_dump_json(exclude_none=True).encode() + b"\n\n"
 
 
-async def guarded(result: StreamingResult, context: RequestContext, engine: Engine) -> AsyncIterator[bytes]:
+async def guarded(result: StreamingResult, context: RequestContext, chat: ChatService) -> AsyncIterator[bytes]:
     try:
         async for chunk in result:
             yield chunk
@@ -159,7 +145,7 @@ async def guarded(result: StreamingResult, context: RequestContext, engine: Engi
         log.exception("chatkit stream failed")
         yield _error_chunk()
     finally:
-        await release_unstarted(context, engine)
+        await release_unstarted(context, chat)
 
 
 @router.post(
@@ -177,27 +163,31 @@ async def guarded(result: StreamingResult, context: RequestContext, engine: Engi
 async def chatkit_endpoint(request: Request, user: CurrentUser, chat: ChatDep) -> Response:
     """The ChatKit protocol: JSON body `{type, params}`; streaming requests answer with Server-Sent Events."""
     server: TodoChatKitServer = request.app.state.chatkit
-    engine: Engine = request.app.state.engine
     body = await request.body()
     chatkit_request = parse_request(body)
     if is_streaming_req(chatkit_request):  # a turn costs model time: the same per-user limit as the contract
         await get_limited_user(request, user)
+    elif isinstance(chatkit_request, ThreadsUpdateReq | ThreadsDeleteReq):  # changes: the REST doors' write limit
+        await limit(request.app.state.write_limiter, user, "changes")
     context = RequestContext(user_id=user)
     await prepare(chatkit_request, context, server, chat)
     try:
         result = await server.process(body, context)
     except NotFoundError as exc:  # the thread went away between the check and the work
-        await release_unstarted(context, engine)
+        await release_unstarted(context, chat)
         raise thread_not_found() from exc
     except BaseException:
-        await release_unstarted(context, engine)
+        await release_unstarted(context, chat)
         raise
     if isinstance(result, StreamingResult):
-        return StreamingResponse(guarded(result, context, engine), media_type="text/event-stream", headers=_SSE_HEADERS)
+        return StreamingResponse(guarded(result, context, chat), media_type="text/event-stream", headers=_SSE_HEADERS)
     return Response(content=result.json, media_type="application/json")
 
 
-@router.get("/chatkit/demo", response_class=HTMLResponse, include_in_schema=False)
+demo_router = APIRouter(tags=["chatkit"])
+
+
+@demo_router.get("/chatkit/demo", response_class=HTMLResponse, include_in_schema=False)
 def chatkit_demo() -> HTMLResponse:
     """The official ChatKit web component against `/chatkit` (loads its script from OpenAI's CDN)."""
     return HTMLResponse(DEMO_PAGE.read_text(encoding="utf-8"))

@@ -19,7 +19,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
 from backend import crud, db
-from backend.chat import OpenTurn
+from backend.chat import ChatService, OpenTurn
 from backend.chatkit_door.items import (
     TEXT_PART,
     ItemKey,
@@ -52,8 +52,9 @@ class RequestContext:
 
 
 class ConversationStore(Store[RequestContext]):
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, chat: ChatService) -> None:
         self.engine = engine
+        self.chat = chat  # every change to a conversation goes through it
 
     async def _run(self, work: Callable[[Session], T]) -> T:
         return await db.run_in_session(self.engine, work)
@@ -124,10 +125,10 @@ class ConversationStore(Store[RequestContext]):
         return await self._run(load)
 
     async def delete_thread(self, thread_id: str, context: RequestContext) -> None:
-        def delete(session: Session) -> None:
-            crud.delete_conversation(session, conversation=self._conversation(session, context, thread_id))
-
-        await self._run(delete)
+        conversation_id = parse_thread_id(thread_id)
+        if conversation_id is None:
+            raise NotFoundError(f"Thread {thread_id} not found")
+        await self.chat.delete_conversation(user_id=context.user_id, conversation_id=conversation_id)
 
     # ------------------------------------------------------------ items
     async def load_thread_items(
@@ -202,17 +203,12 @@ class ConversationStore(Store[RequestContext]):
     async def delete_thread_item(self, thread_id: str, item_id: str, context: RequestContext) -> None:
         """Deletes a message (`msg_N`); a workflow stays with its message, and provisional items were never stored."""
         key = parse_item_id(item_id)
-        if key is None or key.part != TEXT_PART:
+        conversation_id = parse_thread_id(thread_id)
+        if key is None or key.part != TEXT_PART or conversation_id is None:
             return
-
-        def delete(session: Session) -> None:
-            conversation = self._conversation(session, context, thread_id)
-            row = session.get(Message, key.message_id)
-            if row is not None and row.conversation_id == conversation.id:
-                session.delete(row)
-                session.commit()
-
-        await self._run(delete)
+        await self.chat.delete_message(
+            user_id=context.user_id, conversation_id=conversation_id, message_id=key.message_id
+        )
 
     # ------------------------------------------------------------ attachments (not offered by this server)
     async def save_attachment(self, attachment: Attachment, context: RequestContext) -> None:

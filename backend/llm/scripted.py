@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +31,7 @@ class Reply:
     status: int = 200  # a fault: answer this HTTP status
     delay: float = 0.0  # seconds to wait before answering
     drop: bool = False  # a fault: the body is not JSON at all
+    wait: Callable[[], Awaitable[None]] | None = None  # awaited before answering (tests hold a turn open with it)
 
 
 Responder = Callable[[dict[str, Any]], Reply]
@@ -53,9 +54,11 @@ def script(replies: Iterable[Reply | str], *, then: Responder | None = None) -> 
 def create_scripted_app(responder: Responder, *, model_name: str = "scripted") -> FastAPI:
     app = FastAPI(title="scripted model")
     app.state.requests = []  # every request body, for assertions
+    app.state.model_list_calls = 0  # readiness probes
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
+        app.state.model_list_calls += 1
         return {"object": "list", "data": [{"id": model_name, "object": "model", "owned_by": "tests"}]}
 
     @app.post("/v1/chat/completions")
@@ -63,6 +66,8 @@ def create_scripted_app(responder: Responder, *, model_name: str = "scripted") -
         body = await request.json()
         app.state.requests.append(body)
         reply = responder(body)
+        if reply.wait is not None:
+            await reply.wait()
         if reply.delay:
             await asyncio.sleep(reply.delay)
         if reply.status != 200:
