@@ -340,7 +340,8 @@ class ChatService:
             "tool_calls": calls,
             "duration_ms": round((time.perf_counter() - started) * 1000, 1),
         }
-        log.log(logging.INFO if outcome == "ok" else logging.WARNING, "turn", extra={"fields": fields})
+        level = logging.INFO if outcome == "ok" else logging.WARNING
+        log.log(level, "turn %s: %s", turn.door, outcome, extra={"fields": fields})
 
     async def _finish(self, turn: OpenTurn, text: str | None, calls: list[ToolCallRecord]) -> bool:
         """Store the reply (when there is one) and release the lease in one transaction; False when the lease was

@@ -13,6 +13,7 @@ Flaky cases (passing in some trials, failing in others) are reported, never fail
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from pathlib import Path
 from typing import Annotated
@@ -31,6 +32,8 @@ from evals.suite import EvalConfig, auto_workers, rescore, run_evals, select
 
 os.environ.setdefault("DEEPEVAL_TELEMETRY_OPT_OUT", "1")
 os.environ.setdefault("DEEPEVAL_DISABLE_DOTENV", "1")
+# The backend runs in-process: its per-turn log lines would interleave with the run's own progress and report.
+logging.getLogger("todo_agent").setLevel(logging.ERROR)
 
 app = typer.Typer(
     help="Eval suite: replay scripted conversations through the chat contract, score the agent, gate on a baseline.",
