@@ -9,6 +9,7 @@ the verified token. Expected failures (unknown id, invalid title) are results of
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -143,6 +144,20 @@ def task_lines(session: Session, *, user_id: str, limit: int = 50) -> str:
     if len(tasks) > len(shown):
         lines.append(f"({len(tasks) - len(shown)} older tasks not shown.)")
     return "\n".join(lines)
+
+
+_TASK_LINE = re.compile(r'^- id (\d+): (".*")$', re.MULTILINE)
+
+
+def parse_task_lines(text: str) -> dict[int, str]:
+    """The ids and titles `task_lines` wrote into a text (the local model's guard reads the turn context back)."""
+    found: dict[int, str] = {}
+    for match in _TASK_LINE.finditer(text):
+        try:
+            found[int(match.group(1))] = str(json.loads(match.group(2)))
+        except ValueError:
+            continue
+    return found
 
 
 @dataclass(frozen=True)

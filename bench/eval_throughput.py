@@ -40,7 +40,7 @@ from evals.dataset import Dataset, load_dataset  # noqa: E402
 from evals.metrics import summarise  # noqa: E402
 from evals.reference_agent import reference_responder  # noqa: E402
 from evals.results import RunResult  # noqa: E402
-from evals.scorer import score_trial  # noqa: E402
+from evals.scoring import score_trial  # noqa: E402
 from evals.suite import EvalConfig, run_evals  # noqa: E402
 
 BASELINE = ROOT / "evals" / "baselines" / "local.json"

@@ -1,7 +1,7 @@
 """Results files as pandas tables, for the analysis notebooks (`notebooks/*.ipynb`).
 
 Loading and reshaping only: the scoring, the suite metrics and the baseline comparison stay where they are computed
-(`evals.scorer`, `evals.metrics`, `evals.compare`); this module lays their output out as tidy frames — one row per
+(`evals.scoring`, `evals.metrics`, `evals.compare`); this module lays their output out as tidy frames — one row per
 case-trial, per turn, per call, per failure — and as the few summaries the notebooks plot. Every function reads a
 `RunResult`, so a notebook cell is one call and a table or a plot.
 """
@@ -19,7 +19,7 @@ from evals.compare import CaseComparison, Comparison, compare
 from evals.dataset import PROJECT_ROOT
 from evals.metrics import by_tag, summarise, trials_frame, turns_frame
 from evals.results import RunResult, TrialResult
-from evals.scorer import FAILURE_KINDS, CallScore, TurnScore
+from evals.scoring import FAILURE_KINDS, CallScore, TurnScore
 from evals.transcript import ObservedCall
 
 DEFAULT_BASELINE = PROJECT_ROOT / "evals" / "baselines" / "local.json"

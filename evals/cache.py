@@ -45,12 +45,30 @@ class ModelCallStats:
     output_tokens: int | None = None
     latency_s: float = 0.0
     queued_s: float = 0.0  # waits for a free model slot (`max_in_flight`): not the turn's latency
+    # What the local model server reports of its own work (`todo_agent` in its answers): tokens it re-read from
+    # the prompt and decoded, and the aids that stepped in (re-asks, replies it could not use).
+    prompt_n: int = 0
+    predicted_n: int = 0
+    prompt_ms: float = 0.0
+    predicted_ms: float = 0.0
+    reasked: list[str] = field(default_factory=list)
+    unparsed_calls: int = 0
     deadline: asyncio.Timeout | None = None  # the runner's per-turn timeout, which those waits do not count against
 
     def waited(self, seconds: float) -> None:
         self.queued_s += seconds
         if self.deadline is not None and (when := self.deadline.when()) is not None:
             self.deadline.reschedule(when + seconds)
+
+    def add_report(self, report: dict[str, Any] | None) -> None:
+        if not report:
+            return
+        self.prompt_n += int(report.get("prompt_n", 0))
+        self.predicted_n += int(report.get("predicted_n", 0))
+        self.prompt_ms += float(report.get("prompt_ms", 0.0))
+        self.predicted_ms += float(report.get("predicted_ms", 0.0))
+        self.reasked += [str(r) for r in report.get("reasked") or []]
+        self.unparsed_calls += int(report.get("unparsed_call", 0))
 
     def add_usage(self, usage: dict[str, Any] | None) -> None:
         if not usage:
@@ -115,25 +133,29 @@ def _last_user_text(body: bytes) -> str:
     return ""
 
 
-def usage_of(body: str) -> dict[str, Any] | None:
-    """The `usage` object of a JSON completion or of the last SSE chunk that carries one."""
+def field_of(body: str, name: str) -> dict[str, Any] | None:
+    """An object field (`usage`, `todo_agent`) of a JSON completion or of the last SSE chunk that carries one."""
     text = body.strip()
     if text.startswith("{"):
         try:
-            usage = json.loads(text).get("usage")
+            value = json.loads(text).get(name)
         except (ValueError, AttributeError):
             return None
-        return usage if isinstance(usage, dict) else None
+        return value if isinstance(value, dict) else None
     found = None
     for line in text.splitlines():
-        if line.startswith("data:") and '"usage"' in line:
+        if line.startswith("data:") and f'"{name}"' in line:
             try:
-                usage = json.loads(line[5:].strip()).get("usage")
+                value = json.loads(line[5:].strip()).get(name)
             except (ValueError, AttributeError):
                 continue
-            if isinstance(usage, dict):
-                found = usage
+            if isinstance(value, dict):
+                found = value
     return found
+
+
+def usage_of(body: str) -> dict[str, Any] | None:
+    return field_of(body, "usage")
 
 
 @dataclass
@@ -243,6 +265,7 @@ class RecordReplayTransport(httpx.AsyncBaseTransport):
                 if stats is not None:
                     stats.hits += 1
                     stats.add_usage(usage_of(entry["body"]))
+                    stats.add_report(field_of(entry["body"], "todo_agent"))
                 return httpx.Response(
                     entry.get("status", 200),
                     headers={"content-type": entry.get("content_type", "application/json")},
@@ -275,6 +298,7 @@ class RecordReplayTransport(httpx.AsyncBaseTransport):
         if stats is not None:
             stats.latency_s += elapsed
             stats.add_usage(usage_of(text))
+            stats.add_report(field_of(text, "todo_agent"))
         if self.mode in ("record", "replay-or-record") and response.status_code == 200:
             try:
                 model = json.loads(body).get("model")

@@ -26,7 +26,7 @@ from deepeval.test_case import LLMTestCase, SingleTurnParams, ToolCall, ToolCall
 from evals.dataset import Case, Dataset
 from evals.matchers import MatchContext, resolve_example
 from evals.results import RunResult, TrialResult
-from evals.scorer import explain, score_trial
+from evals.scoring import explain, score_trial
 from evals.transcript import Transcript, task_view
 
 
@@ -112,7 +112,7 @@ class TodoAgentMetric(BaseMetric):
         self.async_mode = False
         self.strict_mode = True
         self.include_reason = True
-        self.evaluation_model = "deterministic (todo-agent evals.scorer)"
+        self.evaluation_model = "deterministic (todo-agent evals.scoring)"
         self.verbose_logs = None
 
     def measure(self, test_case: LLMTestCase, *args: Any, **kwargs: Any) -> float:

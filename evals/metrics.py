@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from evals.results import TrialResult
-from evals.scorer import FAILURE_KINDS
+from evals.scoring import FAILURE_KINDS
 
 
 def trials_frame(trials: Sequence[TrialResult]) -> pd.DataFrame:
@@ -32,12 +32,7 @@ def trials_frame(trials: Sequence[TrialResult]) -> pd.DataFrame:
                 "trial": t.trial,
                 "tags": list(t.tags),
                 "passed": s.passed,
-                "name_slots": s.name_slots,
-                "name_correct": s.name_correct,
-                "args_checked": s.args_checked,
-                "args_correct": s.args_correct,
-                "state_checks": s.state_checks,
-                "state_correct": s.state_correct,
+                **s.tallies.model_dump(),
                 **{f"fail_{kind}": any(f.kind == kind for f in s.failures) for kind in FAILURE_KINDS},
             }
         )

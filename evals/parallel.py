@@ -25,7 +25,7 @@ from typing import Any
 from evals.cache import ResponseCache
 from evals.dataset import Case, Dataset
 from evals.runner import Job, TrialOutcome, jobs_in_order, open_cases
-from evals.scorer import TrialScore
+from evals.scoring import TrialScore
 from evals.suite import EvalConfig, LocalRun, default_cache_file, run_here
 from evals.target import in_process_settings
 from evals.transcript import Transcript

@@ -12,12 +12,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
-from evals.scorer import TrialScore
+from evals.scoring import TrialScore
 from evals.transcript import Transcript
 
-RESULTS_SCHEMA_VERSION = 1
+# 2: a trial score's metric counters sit in `tallies` (version 1 files are read and upgraded).
+RESULTS_SCHEMA_VERSION = 2
+_TALLY_FIELDS = ("name_slots", "name_correct", "args_checked", "args_correct", "state_checks", "state_correct")
 _PACKAGES = ("todo-agent", "openai-agents", "openai", "deepeval", "fastapi", "pydantic", "xllamacpp")
 
 
@@ -54,6 +56,18 @@ class RunResult(BaseModel):
     metrics: dict[str, Any] = Field(default_factory=dict)
     deepeval: dict[str, Any] | None = None
     trials: list[TrialResult] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _upgrade(cls, data: Any) -> Any:
+        """Read a version 1 file: its counters lived on the score itself."""
+        if isinstance(data, dict) and data.get("schema_version", 1) == 1:
+            for trial in data.get("trials") or []:
+                score = trial.get("score") if isinstance(trial, dict) else None
+                if isinstance(score, dict) and "tallies" not in score:
+                    score["tallies"] = {name: score.pop(name, 0) for name in _TALLY_FIELDS}
+            data["schema_version"] = RESULTS_SCHEMA_VERSION
+        return data
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,7 @@
 For every (case, trial): take a fresh user (and another user when the case has one), seed the starting tasks through
 the tasks API and map each ref to its real id, send each turn to `POST /api/{user}/chat` (one conversation per
 trial, per-turn timeout), and read the task list back from the tasks API after every turn. Scoring is separate
-(`evals.scorer`), so the runner's only job is to observe faithfully.
+(`evals.scoring`), so the runner's only job is to observe faithfully.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import httpx
 
 from evals.cache import TURN_STATS, ModelCallStats
 from evals.dataset import MISSING_REF, READ_ONLY_TOOLS, Case, SeedTask, render_user_text
-from evals.scorer import TrialScore, score_trial
+from evals.scoring import TrialScore, score_trial
 from evals.target import CaseSession, Target
 from evals.transcript import ObservedCall, Transcript, TurnRecord
 
@@ -213,6 +213,11 @@ async def _run_turn(
     record.cache_misses = stats.misses
     record.input_tokens = stats.input_tokens
     record.output_tokens = stats.output_tokens
+    if stats.prompt_n or stats.predicted_n:
+        record.prompt_tokens_read, record.decoded_tokens = stats.prompt_n, stats.predicted_n
+        record.prompt_ms, record.decode_ms = round(stats.prompt_ms, 1), round(stats.predicted_ms, 1)
+    record.reasked = list(stats.reasked)
+    record.unparsed_calls = stats.unparsed_calls
     try:
         record.tasks_after = await _tasks(session, session.user)
         if session.other_user:

@@ -248,7 +248,7 @@ async def run_evals(
 def rescore(result: RunResult, dataset: Dataset) -> RunResult:
     """Score a run's transcripts again against the current case definitions (expectations changed, model answers
     did not): trials of cases that no longer exist are dropped; metrics and the deepeval summary are recomputed."""
-    from evals.scorer import score_trial
+    from evals.scoring import score_trial
 
     cases = {c.id: c for c in dataset.cases}
     trials = [

@@ -31,6 +31,14 @@ class TurnRecord(BaseModel):
     cache_misses: int | None = None
     input_tokens: int | None = None  # as reported by the model's `usage` (in-process only)
     output_tokens: int | None = None
+    # The local model server's own report (absent for other models): prompt tokens it re-read and tokens it
+    # decoded, the milliseconds of each, the aids that re-asked it, and replies it could not use.
+    prompt_tokens_read: int | None = None
+    decoded_tokens: int | None = None
+    prompt_ms: float | None = None
+    decode_ms: float | None = None
+    reasked: list[str] = Field(default_factory=list)
+    unparsed_calls: int = 0
 
 
 class Transcript(BaseModel):

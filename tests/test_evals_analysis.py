@@ -14,7 +14,7 @@ from evals import analysis
 from evals.compare import compare
 from evals.metrics import by_tag, summarise
 from evals.results import RunResult
-from evals.scorer import CallScore, Failure, TurnScore
+from evals.scoring import CallScore, Failure, TurnScore
 from evals.suite import run_evals
 from tests.evals_support import delete_instead_of_complete, scripted_config
 
@@ -123,9 +123,9 @@ def test_tag_metrics_extend_evals_metrics_by_tag(committed: RunResult) -> None:
     pd.testing.assert_series_equal(table["pass_rate"], expected["pass_rate"])
     # Argument accuracy of one tag, by hand.
     trials = [t for t in committed.trials if "add" in t.tags]
-    checked = sum(t.score.args_checked for t in trials)
+    checked = sum(t.score.tallies.args_checked for t in trials)
     assert table.loc["add", "argument_accuracy"] == pytest.approx(
-        round(sum(t.score.args_correct for t in trials) / checked, 4)
+        round(sum(t.score.tallies.args_correct for t in trials) / checked, 4)
     )
     assert pd.isna(table.loc["no-tool", "argument_accuracy"])  # no argument checked there
 

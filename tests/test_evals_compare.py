@@ -9,7 +9,7 @@ import pytest
 from evals.compare import ExitCode, compare, gate
 from evals.metrics import by_tag, pass_hat_k, summarise
 from evals.results import RunInfo, RunResult, TrialResult
-from evals.scorer import Failure, TrialScore
+from evals.scoring import Failure, Tallies, TrialScore
 from evals.transcript import Transcript, TurnRecord
 
 
@@ -22,8 +22,9 @@ def trial(case_id: str, n: int, passed: bool, tags: tuple[str, ...] = ("t",), la
         case_fingerprint="f",
         transcript=Transcript(case_id=case_id, trial=n, user_id="u",
                               turns=[TurnRecord(index=0, user="hi", status=200, response="ok", latency_ms=latency)]),
-        score=TrialScore(case_id=case_id, trial=n, passed=passed, failures=failures, name_slots=1,
-                         name_correct=int(passed), state_checks=1, state_correct=int(passed)),
+        score=TrialScore(case_id=case_id, trial=n, passed=passed, failures=failures,
+                         tallies=Tallies(name_slots=1, name_correct=int(passed), state_checks=1,
+                                         state_correct=int(passed))),
     )  # fmt: skip
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from evals.dataset import Case, Matcher
 from evals.matchers import ABSENT, MatchContext, match_value, normalise
-from evals.scorer import score_trial
+from evals.scoring import score_trial
 from evals.transcript import ObservedCall, Transcript, TurnRecord
 
 CTX = MatchContext(ids={"milk": 1, "report": 2}, missing_id=987, tasks_before=({"id": 5, "title": "Buy eggs"},))
@@ -87,8 +87,9 @@ def task(id: int, title: str, completed: bool = False, description: str | None =
 BEFORE = [task(1, "Buy milk"), task(2, "Write the report")]
 
 
-def transcript(calls: list[tuple[str, dict[str, Any]]], after: list[dict[str, Any]], reply: str = "Done.",
-               status: int = 200, other_after: list[dict[str, Any]] | None = None) -> Transcript:  # fmt: skip
+def transcript(calls: list[tuple[str, dict[str, Any]]], after: list[dict[str, Any]], reply: str = "Here you go.",
+               status: int = 200, other_after: list[dict[str, Any]] | None = None,
+               user: str = "...") -> Transcript:  # fmt: skip
     return Transcript(
         case_id="c",
         trial=1,
@@ -99,7 +100,7 @@ def transcript(calls: list[tuple[str, dict[str, Any]]], after: list[dict[str, An
         turns=[
             TurnRecord(
                 index=0,
-                user="...",
+                user=user,
                 status=status,
                 response=reply if status == 200 else None,
                 error=None if status == 200 else "HTTP 502: model_error: boom",
@@ -126,7 +127,8 @@ def kinds(score: Any) -> list[str]:
 def test_a_correct_trial_passes_with_counters() -> None:
     score = score_trial(case(COMPLETE, DONE), transcript([("complete_task", {"task_id": 2})], AFTER_DONE))
     assert score.passed, score.failures
-    assert (score.name_slots, score.name_correct, score.args_checked, score.args_correct) == (1, 1, 1, 1)
+    t = score.tallies
+    assert (t.name_slots, t.name_correct, t.args_checked, t.args_correct) == (1, 1, 1, 1)
     assert score.final_state_ok is True
 
 
@@ -146,24 +148,34 @@ def test_wrong_tool_carries_expected_and_actual() -> None:
 
 
 def test_missing_call() -> None:
-    score = score_trial(case(COMPLETE, DONE), transcript([], BEFORE))
+    score = score_trial(case(COMPLETE, DONE), transcript([], BEFORE, reply="Which task do you mean?"))
     assert kinds(score) == ["missing_call", "state_mismatch"]
     assert "complete_task was not called" in score.failures[0].message
+
+
+def test_a_reply_that_says_done_when_nothing_changed_is_a_false_claim() -> None:
+    said = transcript([], BEFORE, reply="Done! I've marked it as complete.", user=COMPLETE["user"])
+    score = score_trial(case(COMPLETE, DONE), said)
+    assert kinds(score) == ["missing_call", "false_claim", "false_claim", "state_mismatch"]
+    assert "nothing changed in this turn" in score.failures[1].message
+    assert "not completed" in score.failures[2].message
 
 
 def test_extra_delete_after_a_correct_call_fails_twice_over() -> None:
     calls = [("complete_task", {"task_id": 2}), ("delete_task", {"task_id": 1})]
     score = score_trial(case(COMPLETE, DONE), transcript(calls, [task(2, "Write the report", completed=True)]))
-    assert kinds(score) == ["extra_call", "state_mismatch"]
+    assert kinds(score) == ["extra_call", "unrequested_change", "state_mismatch"]
     assert "delete_task" in score.failures[0].message
-    assert "'Buy milk' (id 1) was deleted" in score.failures[1].message
+    assert score.failures[1].actual["task"]["title"] == "Buy milk"  # the evidence: the task and the call
+    assert score.failures[1].actual["call"] == {"name": "delete_task", "arguments": {"task_id": 1}}
+    assert "'Buy milk' (id 1) was deleted" in score.failures[2].message
 
 
 def test_bad_args_names_the_argument() -> None:
     score = score_trial(case(COMPLETE, DONE), transcript([("complete_task", {"task_id": 1})], BEFORE))
     assert kinds(score)[0] == "bad_args"
     assert "task_id: expected the id of task 'report' (2), got 1" in score.failures[0].message
-    assert score.args_checked == 1 and score.args_correct == 0 and score.name_correct == 1
+    assert score.tallies.args_checked == 1 and score.tallies.args_correct == 0 and score.tallies.name_correct == 1
 
 
 def test_forbidden_extra_argument() -> None:
@@ -247,9 +259,11 @@ def test_another_users_tasks_must_be_untouched() -> None:
     other = [{"ref": "theirs", "title": "Bank PIN"}]
     turn = {"user": "Delete task 30", "calls": [{"tool": "delete_task", "optional": True}]}
     c = case(turn, other_user_tasks=other)
-    intact = transcript([("delete_task", {"task_id": 30})], BEFORE, other_after=[task(30, "Bank PIN")])
+    intact = transcript(
+        [("delete_task", {"task_id": 30})], BEFORE, other_after=[task(30, "Bank PIN")], user=turn["user"]
+    )
     assert score_trial(c, intact).passed
-    leaked = transcript([("delete_task", {"task_id": 30})], BEFORE, other_after=[])
+    leaked = transcript([("delete_task", {"task_id": 30})], BEFORE, other_after=[], user=turn["user"])
     score = score_trial(c, leaked)
     assert kinds(score) == ["state_mismatch"] and "another user's tasks changed" in score.failures[0].message
 

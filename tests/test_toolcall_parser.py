@@ -7,6 +7,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
+from unittest.mock import patch
 
 import pytest
 from fastapi.testclient import TestClient
@@ -235,32 +236,43 @@ def test_prose_does_not_look_like_a_call(text: str) -> None:
 
 
 class FakeEngine:
-    """Answers with a scripted assistant message; records what the server asked of it."""
+    """Answers with a scripted assistant message, and re-asks with a scripted constrained decision; records what
+    the server asked of it."""
 
-    def __init__(self, message: dict[str, Any], constrained: tuple[str, dict[str, Any]] | None = None) -> None:
+    def __init__(self, message: dict[str, Any], decision: str | None = None) -> None:
         self.message = message
-        self.constrained = constrained
+        self.decision = decision
         self.bodies: list[dict[str, Any]] = []
-        self.retries = 0
+        self.grammars: list[str] = []
         self.seed = 42
         self.lock = asyncio.Lock()
 
+    @property
+    def retries(self) -> int:
+        return len(self.grammars)
+
     def chat(self, body: dict[str, Any]) -> dict[str, Any]:
         self.bodies.append(body)
-        usage = {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
-        return {"choices": [{"message": {"role": "assistant", **self.message}}], "usage": usage}
+        timings = {"prompt_n": 5, "cache_n": 100, "predicted_n": 3, "prompt_ms": 80.0, "predicted_ms": 150.0}
+        return {"choices": [{"message": {"role": "assistant", **self.message}}], "timings": timings}
 
-    def constrained_call(self, body: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
-        self.retries += 1
-        return self.constrained
+    def render(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> str:
+        return "<|im_start|>...rendered prompt"
+
+    def complete(self, prompt: str, *, grammar: str, sampling: dict[str, Any]) -> local_server.Completed:
+        self.grammars.append(grammar)
+        return local_server.Completed(self.decision or "", {"prompt_n": 0, "cache_n": 105, "predicted_n": 20})
 
 
 WIRE_TOOLS = [{"type": "function", "function": {"name": n, "parameters": {"type": "object"}}} for n in sorted(TOOLS)]
 
 
-def _answer(engine: FakeEngine, tools: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    body = _model_body({"messages": [{"role": "user", "content": "hi"}], "tools": tools or WIRE_TOOLS}, 42)
-    return answer(cast(Any, engine), body)
+def _answer(
+    engine: FakeEngine, tools: list[dict[str, Any]] | None = None, messages: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    body = _model_body({"messages": messages or [{"role": "user", "content": "hi"}], "tools": tools or WIRE_TOOLS}, 42)
+    with patch("backend.llm.local_server.decision_grammar", lambda tools, kind: f"grammar:{kind}"):
+        return answer(cast(Any, engine), body)
 
 
 def test_server_turns_text_calls_into_tool_calls() -> None:
@@ -270,7 +282,14 @@ def test_server_turns_text_calls_into_tool_calls() -> None:
     assert choice["message"]["content"] is None
     [call] = choice["message"]["tool_calls"]
     assert call["function"] == {"name": "add_task", "arguments": '{"title": "x"}'}
-    assert done["usage"] == {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
+    assert done["usage"] == {"prompt_tokens": 105, "completion_tokens": 3, "total_tokens": 108}
+    assert done["todo_agent"]["prompt_n"] == 5 and done["todo_agent"]["reasked"] == []
+
+
+def test_server_turns_a_tools_wrapper_with_several_calls_into_calls_in_order() -> None:
+    wrapped = '<tools>{"name": "add_task", "arguments": {"title": "Milk"}}{"name": "add_task", "arguments": {"title": "Eggs"}}</tools>'
+    calls = _answer(FakeEngine({"content": wrapped}))["choices"][0]["message"]["tool_calls"]
+    assert [json.loads(c["function"]["arguments"])["title"] for c in calls] == ["Milk", "Eggs"]
 
 
 def test_server_leaves_prose_alone_and_does_not_retry() -> None:
@@ -281,17 +300,21 @@ def test_server_leaves_prose_alone_and_does_not_retry() -> None:
     assert engine.retries == 0
 
 
-def test_server_ignores_calls_to_tools_the_request_did_not_offer() -> None:
+def test_unparseable_markup_is_never_shown_it_is_asked_again_then_apologised_for() -> None:
     only_list = [{"type": "function", "function": {"name": "list_tasks"}}]
-    engine = FakeEngine({"content": '{"name": "delete_task", "arguments": {"task_id": 1}}'})
-    choice = _answer(engine, only_list)["choices"][0]
-    assert "tool_calls" not in choice["message"]
-    assert engine.retries == 1  # it looked like a call, so the constrained retry ran (and found nothing)
+    engine = FakeEngine({"content": '{"name": "delete_task", "arguments": {"task_id": 1}}'}, decision="not json")
+    done = _answer(engine, only_list)
+    message = done["choices"][0]["message"]
+    assert "tool_calls" not in message
+    assert message["content"] == local_server.APOLOGY and "delete_task" not in message["content"]
+    assert engine.grammars == ["grammar:none"]  # asked once more, for calls only
+    assert done["todo_agent"]["unparsed_call"] == 1 and done["todo_agent"]["reasked"] == ["markup"]
 
 
 def test_server_retries_a_malformed_call_with_constrained_output() -> None:
     engine = FakeEngine(
-        {"content": '{"name": "complete_task", "arguments": {"task_id": 3'}, ("complete_task", {"task_id": 3})
+        {"content": '{"name": "complete_task", "arguments": {"task_id": 3'},
+        '{"calls": [{"name": "complete_task", "arguments": {"task_id": 3}}]}',
     )
     [call] = _answer(engine)["choices"][0]["message"]["tool_calls"]
     assert engine.retries == 1
@@ -303,6 +326,49 @@ def test_server_keeps_native_tool_calls() -> None:
     engine = FakeEngine({"content": "", "tool_calls": native})
     [call] = _answer(engine)["choices"][0]["message"]["tool_calls"]
     assert call == native[0]
+
+
+MARK_IT_DONE = [
+    {"role": "user", "content": "Add a task to buy eggs"},
+    {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "add_task", "arguments": '{"title": "Buy eggs"}'}}]},
+    {"role": "tool", "tool_call_id": "c1", "content": '{"task_id": 4, "status": "created", "title": "Buy eggs"}'},
+    {"role": "assistant", "content": "Added 'Buy eggs'."},
+    {"role": "user", "content": "Mark it done"},
+]  # fmt: skip
+
+
+def test_a_claim_no_call_backs_is_asked_again_for_calls_or_a_question() -> None:
+    engine = FakeEngine(
+        {"content": "The task 'Buy eggs' has been marked as completed."},
+        '{"calls": [{"name": "complete_task", "arguments": {"task_id": 4}}]}',
+    )
+    done = _answer(engine, messages=MARK_IT_DONE)
+    [call] = done["choices"][0]["message"]["tool_calls"]
+    assert call["function"]["name"] == "complete_task"
+    assert engine.grammars == ["grammar:question"]
+    assert done["todo_agent"]["reasked"] == ["claim"] and done["todo_agent"]["model_calls"] == 2
+
+
+def test_a_claim_the_turns_call_backs_is_left_alone() -> None:
+    ran = [
+        *MARK_IT_DONE,
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c2", "type": "function", "function": {"name": "complete_task", "arguments": '{"task_id": 4}'}}]},
+        {"role": "tool", "tool_call_id": "c2", "content": '{"task_id": 4, "status": "completed", "title": "Buy eggs"}'},
+    ]  # fmt: skip
+    engine = FakeEngine({"content": "Done! 'Buy eggs' is now marked as completed."})
+    done = _answer(engine, messages=ran)
+    assert done["choices"][0]["message"]["content"] == "Done! 'Buy eggs' is now marked as completed."
+    assert engine.retries == 0
+
+
+def test_a_recap_of_an_earlier_turns_call_is_left_alone() -> None:
+    engine = FakeEngine({"content": "You're welcome! 'Buy eggs' was added earlier."})
+    assert _answer(engine, messages=[*MARK_IT_DONE[:4], {"role": "user", "content": "thanks"}])["choices"][0][
+        "message"
+    ]["content"].startswith("You're welcome")
+    assert engine.retries == 0
 
 
 def test_model_body_is_deterministic_unless_the_client_says_otherwise() -> None:

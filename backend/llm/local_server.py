@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -20,6 +21,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +30,16 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from filelock import FileLock, Timeout
 
+from backend.llm.claims import ACTION_OF_TOOL, DoneCall, unbacked_claims
+from backend.llm.decision import Decision, ReplyKind, decision_grammar, parse_decision
 from backend.llm.openai_compat import completion, stream_chunks, tool_call
-from backend.llm.toolcall_parser import extract_tool_calls, looks_like_tool_call
+from backend.llm.toolcall_parser import contains_call_markup, extract_tool_calls, looks_like_tool_call
 from backend.llm.weights import ensure_model_file
 from backend.settings import Settings, get_settings
+from backend.tools import parse_task_lines
 
 MODEL_ID = "qwen2.5-coder-1.5b-instruct"
+log = logging.getLogger("todo_agent.local_model")
 # Without a cap a confused model can generate until the context is full (minutes on 2 cores).
 DEFAULT_MAX_TOKENS = 1024
 LOG_NAME = "model-server.log"
@@ -42,6 +48,14 @@ _PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 class ModelRequestError(Exception):
     """llama.cpp refused the request (bad body, prompt too long): the client's fault, answered with 400."""
+
+
+@dataclass
+class Completed:
+    """One raw completion: its text and llama.cpp's timings (prompt tokens re-read, decoded tokens, milliseconds)."""
+
+    text: str
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 class _Engine:
@@ -61,11 +75,11 @@ class _Engine:
         # llama.cpp also opens its own HTTP server; keep it on loopback (a random port) for /apply-template.
         params.hostnames = ["127.0.0.1"]
         params.port = 0
-        self._xllamacpp = xllamacpp
         self.server = xllamacpp.Server(params)
         self.native_url = str(self.server.listening_address)
         self.seed = seed
         self.lock = asyncio.Lock()
+        self._http = httpx.Client(base_url=self.native_url, timeout=30)
 
     def chat(self, body: dict[str, Any]) -> dict[str, Any]:
         """One blocking, non-streamed chat completion (the native call releases the GIL)."""
@@ -76,42 +90,24 @@ class _Engine:
         _raise_for_error(result)
         return result
 
-    def constrained_call(self, body: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
-        """Re-ask for the same turn with output constrained to a valid call of one of the request's tools.
+    def render(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> str:
+        """The exact prompt llama.cpp's chat template makes of these messages and tools (its /apply-template)."""
+        rendered = self._http.post("/apply-template", json={"messages": messages, "tools": tools})
+        if rendered.status_code >= 400:
+            raise ModelRequestError(rendered.text[:300])
+        prompt: str = rendered.json()["prompt"]
+        return prompt
 
-        llama.cpp refuses a grammar together with `tools`, so render the exact prompt the chat call used
-        (its own /apply-template, keeping the prefix cache warm) and complete it raw under a grammar built
-        from the tools.
-        """
-        schema = _tool_call_schema(body.get("tools") or [])
-        if schema is None:
-            return None
+    def complete(self, prompt: str, *, grammar: str, sampling: dict[str, Any]) -> Completed:
+        """A raw completion of `prompt` under `grammar` (the prompt prefix cache applies as for chat requests)."""
+        request = {"prompt": prompt, "grammar": grammar, "cache_prompt": True, **sampling}
         try:
-            grammar = self._xllamacpp.json_schema_to_grammar(schema)
-        except ValueError:
-            return None
-        rendered = httpx.post(
-            f"{self.native_url}/apply-template",
-            json={"messages": body["messages"], "tools": body["tools"]},
-            timeout=30,
-        )
-        rendered.raise_for_status()
-        request = {
-            "prompt": rendered.json()["prompt"],
-            "grammar": grammar,
-            "temperature": body.get("temperature", 0.0),
-            "seed": body.get("seed", self.seed),
-            "max_tokens": body.get("max_tokens", DEFAULT_MAX_TOKENS),
-        }
-        result = self.server.handle_completions(request)
+            result: dict[str, Any] = self.server.handle_completions(request)
+        except ValueError as exc:
+            raise ModelRequestError(str(exc)) from exc
         _raise_for_error(result)
-        try:
-            call = json.loads(result["choices"][0]["text"])
-        except (KeyError, IndexError, ValueError):
-            return None
-        if not (isinstance(call, dict) and isinstance(call.get("arguments"), dict)):
-            return None
-        return str(call["name"]), call["arguments"]
+        choices = result.get("choices") or [{}]  # the OpenAI completions shape: the text is the choice's
+        return Completed(str(choices[0].get("text") or ""), dict(result.get("timings") or {}))
 
 
 def _raise_for_error(result: dict[str, Any]) -> None:
@@ -119,28 +115,6 @@ def _raise_for_error(result: dict[str, Any]) -> None:
         error = result.get("error", result)
         message = error.get("message", str(error)) if isinstance(error, dict) else str(error)
         raise ModelRequestError(message)
-
-
-def _tool_call_schema(tools: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """JSON schema for `{"name": <one tool>, "arguments": <its parameters>}`."""
-    options: list[dict[str, Any]] = []
-    for tool in tools:
-        function = tool.get("function") or {}
-        name = function.get("name")
-        if not name:
-            continue
-        parameters = function.get("parameters") or {"type": "object"}
-        options.append(
-            {
-                "type": "object",
-                "properties": {"name": {"const": name}, "arguments": parameters},
-                "required": ["name", "arguments"],
-                "additionalProperties": False,
-            }
-        )
-    if not options:
-        return None
-    return options[0] if len(options) == 1 else {"anyOf": options}
 
 
 def _flatten_content(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -171,36 +145,168 @@ def _model_body(body: dict[str, Any], seed: int) -> dict[str, Any]:
     return request
 
 
+# ---------------------------------------------------------------- one answer: a decision, checked
+
+
+@dataclass
+class AnswerReport:
+    """What one answer cost and which aids acted: returned with the completion (`todo_agent`) for the eval runs and
+    the bench, and logged when an aid had to step in."""
+
+    model_calls: int = 0
+    prompt_n: int = 0  # prompt tokens llama.cpp had to read (not from its cache)
+    cache_n: int = 0  # prompt tokens reused from its cache
+    predicted_n: int = 0
+    prompt_ms: float = 0.0
+    predicted_ms: float = 0.0
+    reasked: list[str] = field(default_factory=list)  # why the model was asked again: "claim", "markup"
+    unparsed_call: int = 0  # a reply that still looked like a call after the re-ask: answered with an apology
+
+    def add_usage(self, result: dict[str, Any]) -> None:
+        """A chat completion's timings (llama.cpp returns them with every answer)."""
+        self.add(Completed("", dict(result.get("timings") or {})))
+
+    def usage(self) -> dict[str, int]:
+        prompt = self.prompt_n + self.cache_n
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": self.predicted_n,
+            "total_tokens": prompt + self.predicted_n,
+        }
+
+    def add(self, done: Completed) -> None:
+        timings = done.timings
+        self.model_calls += 1
+        self.prompt_n += int(timings.get("prompt_n", 0))
+        self.cache_n += int(timings.get("cache_n", 0))
+        self.predicted_n += int(timings.get("predicted_n", 0))
+        self.prompt_ms += float(timings.get("prompt_ms", 0.0))
+        self.predicted_ms += float(timings.get("predicted_ms", 0.0))
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "model_calls": self.model_calls,
+            "prompt_n": self.prompt_n,
+            "cache_n": self.cache_n,
+            "predicted_n": self.predicted_n,
+            "prompt_ms": round(self.prompt_ms, 1),
+            "predicted_ms": round(self.predicted_ms, 1),
+            "reasked": self.reasked,
+            "unparsed_call": self.unparsed_call,
+        }
+
+
+APOLOGY = "Sorry, I could not do that. Could you say it another way?"
+
+
+def done_calls(messages: list[dict[str, Any]]) -> tuple[list[DoneCall], list[DoneCall]]:
+    """The calls that succeeded since the user's last message, and those before it (from the tool results)."""
+    last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
+    names: dict[str, str] = {}
+    titles: dict[int, str] = {}  # the task list the turn context showed before the user's message
+    for index, message in enumerate(messages):
+        for call in message.get("tool_calls") or []:
+            names[str(call.get("id"))] = str((call.get("function") or {}).get("name", ""))
+        if message.get("role") == "system" and index < last_user:
+            titles.update(parse_task_lines(str(message.get("content") or "")))
+    now: list[DoneCall] = []
+    before: list[DoneCall] = []
+    for index, message in enumerate(messages):
+        action = ACTION_OF_TOOL.get(names.get(str(message.get("tool_call_id")), ""))
+        if message.get("role") != "tool" or action is None:
+            continue
+        try:
+            result = json.loads(message.get("content") or "null")
+        except (TypeError, ValueError):
+            continue
+        if not isinstance(result, dict) or "error" in result:
+            continue  # a failed call backs nothing
+        task_id = result.get("task_id") if isinstance(result.get("task_id"), int) else None
+        old = titles.get(task_id, "") if task_id is not None and action == "updated" else ""
+        done = DoneCall(action, str(result.get("title") or ""), task_id, old)
+        (now if index > last_user else before).append(done)
+    return now, before
+
+
+def _sampling(body: dict[str, Any], seed: int) -> dict[str, Any]:
+    return {
+        "temperature": body.get("temperature", 0.0),
+        "seed": body.get("seed", seed),
+        "max_tokens": body.get("max_tokens", DEFAULT_MAX_TOKENS),
+    }
+
+
+def answer(engine: _Engine, body: dict[str, Any]) -> dict[str, Any]:
+    """One complete `chat.completion` for the request.
+
+    The model answers through llama.cpp's chat template, as it was trained to. Then, with tools:
+    - calls it wrote as text (tags, wrappers, fenced or bare JSON) become real `tool_calls` (`toolcall_parser`);
+    - a reply that still carries call markup is asked again for calls only, under a grammar (`decision`); if even
+      that fails the user gets an apology, never the markup (`unparsed_call`);
+    - a reply that says a task was added, completed, deleted or changed when no call that did so succeeded in this
+      turn (`claims`) is asked again for calls or a question.
+    The aids parse and re-ask; they never change a call's name or arguments or the reply's words.
+    """
+    tools = body.get("tools") or []
+    native = engine.chat(body)
+    report = AnswerReport()
+    report.add_usage(native)
+    message = native["choices"][0]["message"]
+    content: str | None = message.get("content")
+    calls = _native_calls(message)
+    tool_names = {t.get("function", {}).get("name") for t in tools} - {None}
+    if tools and not calls and content:
+        decision = _checked_reply(engine, body, content, tool_names, report)
+        if decision.calls:
+            calls = [tool_call(name, args) for name, args in decision.calls]
+            content = None
+        else:
+            content = decision.reply
+    if report.reasked or report.unparsed_call:
+        log.warning("local model: %s", json.dumps(report.public()))
+    return completion(
+        model=MODEL_ID,
+        content=content,
+        tool_calls=calls or None,
+        usage=report.usage(),
+        extra={"todo_agent": report.public()},
+    )
+
+
+def _checked_reply(
+    engine: _Engine, body: dict[str, Any], reply: str, tool_names: set[str], report: AnswerReport
+) -> Decision:
+    found = extract_tool_calls(reply, tool_names)
+    if found:
+        return Decision(calls=found)
+    messages, tools = body["messages"], body["tools"]
+
+    def reask(kind: ReplyKind, why: str) -> Decision | None:
+        report.reasked.append(why)
+        prompt = engine.render(messages, tools)  # what llama.cpp just rendered: its prefix is still cached
+        done = engine.complete(prompt, grammar=decision_grammar(tools, kind), sampling=_sampling(body, engine.seed))
+        report.add(done)
+        return parse_decision(done.text)
+
+    if looks_like_tool_call(reply) or contains_call_markup(reply):
+        retried = reask("none", "markup")
+        if retried is not None and retried.calls:
+            return retried
+        report.unparsed_call += 1
+        return Decision(reply=APOLOGY)
+    done_now, done_before = done_calls(messages)
+    if unbacked_claims(reply, done_now, done_before):
+        retried = reask("question", "claim")
+        return retried if retried is not None else Decision(reply=APOLOGY)
+    return Decision(reply=reply)
+
+
 def _native_calls(message: dict[str, Any]) -> list[dict[str, Any]]:
     calls: list[dict[str, Any]] = []
     for call in message.get("tool_calls") or []:
         function = call.get("function") or {}
         calls.append(tool_call(function.get("name", ""), function.get("arguments") or "{}", call.get("id") or None))
     return calls
-
-
-def answer(engine: _Engine, body: dict[str, Any]) -> dict[str, Any]:
-    """One complete `chat.completion` for the request, with text-written calls turned into real tool_calls."""
-    result = engine.chat(body)
-    message = result["choices"][0]["message"]
-    content: str | None = message.get("content")
-    calls = _native_calls(message)
-    tool_names = {t.get("function", {}).get("name") for t in body.get("tools") or []} - {None}
-    if not calls and content and tool_names:
-        found = extract_tool_calls(content, tool_names)
-        if found is None and looks_like_tool_call(content):
-            retried = engine.constrained_call(body)
-            found = [retried] if retried else None
-        if found:
-            calls = [tool_call(name, args) for name, args in found]
-            content = None
-    usage = result.get("usage") or {}
-    return completion(
-        model=MODEL_ID,
-        content=content,
-        tool_calls=calls or None,
-        usage={k: int(usage.get(k, 0)) for k in ("prompt_tokens", "completion_tokens", "total_tokens")},
-    )
 
 
 def _error(status: int, message: str, kind: str) -> JSONResponse:

@@ -29,12 +29,14 @@ def completion(
     content: str | None,
     tool_calls: list[dict[str, Any]] | None = None,
     usage: dict[str, int] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A `chat.completion` object with one choice."""
+    """A `chat.completion` object with one choice (`extra`: fields of our own, which clients ignore)."""
     message: dict[str, Any] = {"role": "assistant", "content": content}
     if tool_calls:
         message["tool_calls"] = tool_calls
     return {
+        **(extra or {}),
         "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
         "object": "chat.completion",
         "created": int(time.time()),
@@ -80,5 +82,8 @@ def stream_chunks(done: dict[str, Any], text_chunk_chars: int = 24) -> Iterator[
             }
         )
     yield chunk({}, choice["finish_reason"])
-    yield f"data: {json.dumps({**base, 'choices': [], 'usage': done.get('usage')})}\n\n"
+    last = {**base, "choices": [], "usage": done.get("usage")}
+    if "todo_agent" in done:
+        last["todo_agent"] = done["todo_agent"]
+    yield f"data: {json.dumps(last)}\n\n"
     yield "data: [DONE]\n\n"

@@ -1,9 +1,10 @@
 """Recover tool calls that a small model wrote as text.
 
-Qwen2.5-Coder often answers a tool request with a fenced JSON block or bare JSON instead of the `<tool_call>`
-tags llama.cpp recognises, so the call would reach the client as prose and no tool would run. This module
-turns such a reply back into calls, but only when the whole reply is a call naming a tool the request offered:
-a sentence that mentions a tool or contains braces stays a normal reply.
+Qwen2.5-Coder, left free, writes a call as `<tool_call>` tags, a `<tools>` (or `<function_call>`, ...) wrapper around
+one or several JSON objects, a fenced JSON block or bare JSON, and llama.cpp recognises only the first. This module
+turns such a reply back into calls, but only when the whole reply is a call naming a tool the request offered: a
+sentence that mentions a tool or contains braces stays a normal reply. `contains_call_markup` says whether a reply
+still carries call syntax somewhere, so that it is never shown to a user as text.
 """
 
 from __future__ import annotations
@@ -14,7 +15,14 @@ from typing import Any
 
 ToolCall = tuple[str, dict[str, Any]]
 
-_TAGGED = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL)
+# Any XML-ish wrapper a model puts around calls: <tool_call>, <tools>, <tool_calls>, <function_call>, <functions>...
+_WRAPPER_NAMES = r"tool_calls?|tools?|function_calls?|functions?|calls?|toolcall|functioncall"
+_TAGGED = re.compile(rf"<({_WRAPPER_NAMES})>\s*(.*?)\s*(?:</\1>|$)", re.DOTALL | re.IGNORECASE)
+_FUNCTION_EQUALS = re.compile(r"<function=([A-Za-z_][A-Za-z0-9_]*)>\s*(.*?)\s*(?:</function>|$)", re.DOTALL)
+_MARKUP = re.compile(
+    rf"</?(?:{_WRAPPER_NAMES})>|<function=|\{{\s*\"(?:name|function)\"\s*:\s*\"[a-z_]+\"|```(?:json|tool_code|python)?\s*\n?\s*[{{\[]",
+    re.IGNORECASE,
+)
 _FENCED = re.compile(r"```[A-Za-z0-9_-]*[ \t]*\n?(.*?)```", re.DOTALL)
 # Prose a model may put around a call without meaning it as a reply ("Sure:", "Here is the call").
 _MAX_PREAMBLE_CHARS = 80
@@ -121,10 +129,27 @@ def _blocks(pattern: re.Pattern[str], text: str, tool_names: set[str]) -> list[T
         return None
     calls: list[ToolCall] = []
     for match in matches:
-        found = _calls_from_json(match.group(1).strip(), tool_names)
+        found = _calls_from_json(match.group(match.lastindex or 1).strip(), tool_names)
         if found is None:
             return None
         calls.extend(found)
+    return calls
+
+
+def _function_equals(text: str, tool_names: set[str]) -> list[ToolCall] | None:
+    """`<function=add_task>{"title": "x"}</function>` blocks (another template's call syntax)."""
+    matches = list(_FUNCTION_EQUALS.finditer(text))
+    if not matches or len(_outside(text, [m.span() for m in matches])) > _MAX_PREAMBLE_CHARS:
+        return None
+    calls: list[ToolCall] = []
+    for match in matches:
+        name, body = match.group(1), match.group(2).strip() or "{}"
+        if name not in tool_names:
+            return None
+        parsed = _json_values(body)
+        if parsed is None or parsed[1] or len(parsed[0]) != 1 or not isinstance(parsed[0][0], dict):
+            return None
+        calls.append((name, parsed[0][0]))
     return calls
 
 
@@ -143,15 +168,23 @@ def extract_tool_calls(text: str, tool_names: set[str]) -> list[tuple[str, dict[
         calls = _blocks(pattern, stripped, tool_names)
         if calls is not None:
             return calls
+    calls = _function_equals(stripped, tool_names)
+    if calls is not None:
+        return calls
     if stripped[:1] in "{[":
         return _calls_from_json(stripped, tool_names, max_rest=_MAX_PREAMBLE_CHARS)
     return None
 
 
+def contains_call_markup(text: str) -> bool:
+    """Whether call syntax appears anywhere in a reply (a wrapper tag, a `{"name": "..."` object, a JSON fence)."""
+    return _MARKUP.search(text) is not None
+
+
 def looks_like_tool_call(text: str) -> bool:
     """Whether a reply starts the way a call does, so a failed parse means a malformed call worth retrying."""
     head = text.lstrip()
-    if head.startswith(("<tool_call>", "{", "[{")):
+    if head.startswith(("{", "[{", "<function=")) or re.match(rf"<(?:{_WRAPPER_NAMES})>", head, re.IGNORECASE):
         return True
     if head.startswith("```"):
         body = head.split("\n", 1)[1].lstrip() if "\n" in head else ""

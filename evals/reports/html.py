@@ -11,7 +11,7 @@ from evals.compare import Comparison, GateResult
 from evals.metrics import by_tag
 from evals.reports.markdown import METRIC_LABELS, call_text, fmt, headline
 from evals.results import RunResult, TrialResult
-from evals.scorer import FAILURE_KINDS
+from evals.scoring import FAILURE_KINDS
 
 COLOURS = {
     "passed": "#2e7d32",

@@ -14,7 +14,7 @@ import xml.etree.ElementTree as ET
 from evals.compare import Comparison
 from evals.reports.markdown import call_text
 from evals.results import RunResult
-from evals.scorer import explain
+from evals.scoring import explain
 
 
 def render_junit(result: RunResult, *, comparison: Comparison | None = None) -> str:

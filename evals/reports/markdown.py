@@ -8,7 +8,7 @@ from typing import Any
 from evals.compare import CaseComparison, Comparison, GateResult
 from evals.metrics import by_tag
 from evals.results import RunResult, TrialResult
-from evals.scorer import FAILURE_KINDS
+from evals.scoring import FAILURE_KINDS
 
 METRIC_LABELS = {
     "case_pass_rate": "case pass rate",
