@@ -65,7 +65,7 @@ def uvicorn_process(app: str, port: int, env: dict[str, str] | None = None, work
 def backend_with_scripted_model(
     data_dir: Path,
     *,
-    model_app: str = "backend.llm.scripted:rule_based_app",
+    model_app: str = "evals.scripted_model:reference_app",
     workers: int = 1,
     extra_env: dict[str, str] | None = None,
 ) -> Iterator[tuple[str, dict[str, str]]]:

@@ -33,7 +33,6 @@ sys.path.insert(0, str(ROOT))
 import httpx  # noqa: E402
 from fastapi import FastAPI, Request  # noqa: E402
 
-from backend.llm.scripted import Reply, create_scripted_app  # noqa: E402
 from backend.settings import Settings  # noqa: E402
 from bench._servers import BENCH_SECRET, backend_with_scripted_model, free_port, uvicorn_process, wait_until_up  # noqa: E402
 from evals.dataset import Dataset, load_dataset  # noqa: E402
@@ -41,6 +40,7 @@ from evals.metrics import summarise  # noqa: E402
 from evals.reference_agent import reference_responder  # noqa: E402
 from evals.results import RunResult  # noqa: E402
 from evals.scoring import score_trial  # noqa: E402
+from evals.scripted_model import Reply, create_scripted_app  # noqa: E402
 from evals.suite import EvalConfig, run_evals  # noqa: E402
 
 BASELINE = ROOT / "evals" / "baselines" / "local.json"

@@ -12,7 +12,7 @@ import json
 import re
 from typing import Any
 
-from backend.llm.scripted import Reply, last_user_text
+from evals.scripted_model import Reply, last_user_text
 
 Call = tuple[str, dict[str, Any]]
 

@@ -20,13 +20,13 @@ from typing import Any
 import httpx
 
 from backend.llm.provider import model_name
-from backend.llm.scripted import Responder, create_scripted_app
 from backend.settings import Settings, get_settings
 from evals.cache import CacheMode, RecordReplayTransport, ResponseCache
 from evals.dataset import DEFAULT_DATASET, PROJECT_ROOT, Dataset, load_dataset, wants_holdout
 from evals.metrics import summarise
 from evals.results import RunInfo, RunResult, TrialResult, versions
 from evals.runner import NextJob, RunOptions, TrialOutcome, open_cases, run_suite
+from evals.scripted_model import Responder, create_scripted_app
 from evals.target import InProcessTarget, RemoteTarget, Target, in_process_settings
 
 SCRIPTED_MODEL = "scripted"  # `--model scripted`: the rule-based reference agent, in-process

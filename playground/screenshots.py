@@ -25,10 +25,10 @@ import websockets
 
 from backend import db
 from backend.llm.provider import build_model
-from backend.llm.scripted import Reply, asgi_http_client, create_scripted_app, last_user_text, rule_based_responder
 from backend.main import create_app
 from backend.settings import Settings
 from evals.reference_agent import reference_responder
+from evals.scripted_model import Reply, asgi_http_client, create_scripted_app, last_user_text
 from evals.suite import EvalConfig, run_evals
 from playground.context import PlaygroundContext
 from playground.door import launch
@@ -182,7 +182,7 @@ def main() -> None:
         _env_file=None, data_dir=root, database_url=f"sqlite:///{root / 'shots.db'}", agent_model="scripted",
         openai_base_url="http://scripted.test/v1", openai_api_key="none", playground_enabled=True,
     )  # fmt: skip
-    model = build_model(settings, http_client=asgi_http_client(create_scripted_app(rule_based_responder)))
+    model = build_model(settings, http_client=asgi_http_client(create_scripted_app(reference_responder)))
     app = create_app(settings, model=model, migrate=False)
     db.upgrade(app.state.engine)
     baseline = root / "baseline.json"

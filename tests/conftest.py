@@ -19,9 +19,10 @@ from sqlalchemy.engine import make_url
 from backend import db
 from backend.auth import mint_token
 from backend.llm.provider import build_model
-from backend.llm.scripted import Responder, asgi_http_client, create_scripted_app, rule_based_responder
 from backend.main import create_app
 from backend.settings import Settings
+from evals.reference_agent import reference_responder
+from evals.scripted_model import Responder, asgi_http_client, create_scripted_app
 
 os.environ.setdefault("DEEPEVAL_TELEMETRY_OPT_OUT", "1")
 os.environ.setdefault("DEEPEVAL_DISABLE_DOTENV", "1")
@@ -127,7 +128,7 @@ async def make_harness(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     opened: list[Harness] = []
 
     async def build(
-        responder: Responder = rule_based_responder, *, database_url: str | None = None, **overrides: Any
+        responder: Responder = reference_responder, *, database_url: str | None = None, **overrides: Any
     ) -> Harness:
         settings = make_settings(tmp_path, database_url, **overrides)
         model_app = create_scripted_app(responder)

@@ -6,8 +6,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from backend.llm.scripted import Reply, Responder
 from evals.reference_agent import reference_responder
+from evals.scripted_model import Reply, Responder
 from evals.suite import EvalConfig
 from tests.conftest import make_settings
 

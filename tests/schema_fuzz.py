@@ -28,10 +28,11 @@ from backend import crud, db
 from backend.auth import mint_token
 from backend.db import session_scope
 from backend.llm.provider import build_model
-from backend.llm.scripted import asgi_http_client, create_scripted_app, rule_based_responder
 from backend.main import create_app
 from backend.models import TaskCreate
 from backend.settings import Settings
+from evals.reference_agent import reference_responder
+from evals.scripted_model import asgi_http_client, create_scripted_app
 
 SEEDED_USER = "fuzz-owner"
 MODES = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
@@ -86,7 +87,7 @@ class FuzzTarget:
 
 def build_target(settings: Settings) -> FuzzTarget:
     """The app on `settings` with the rule-based scripted model, migrated and seeded."""
-    model_app = create_scripted_app(rule_based_responder)
+    model_app = create_scripted_app(reference_responder)
     model = build_model(settings, http_client=asgi_http_client(model_app))
 
     async def model_ok() -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from backend.llm.scripted import Reply, rule_based_responder, script
+from evals.scripted_model import Reply, script
 from tests.conftest import Harness, new_user
 
 
@@ -111,7 +111,3 @@ async def test_tool_arguments_the_model_gets_wrong_come_back_as_tool_errors(make
     assert body["tool_calls"][0]["result"]["error"]["code"] == "invalid_arguments"
     assert body["tool_calls"][1]["result"]["error"]["code"] == "invalid_arguments"
     assert body["response"] == "Sorry."
-
-
-async def test_rule_based_policy_is_the_default(harness: Harness) -> None:
-    assert rule_based_responder({"messages": [{"role": "user", "content": "hello"}]}).calls == []

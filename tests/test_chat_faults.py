@@ -8,7 +8,8 @@ import pytest
 from sqlmodel import Session
 
 from backend import crud
-from backend.llm.scripted import Reply, rule_based_responder, script
+from evals.reference_agent import reference_responder
+from evals.scripted_model import Reply, script
 from tests.conftest import Harness, new_user
 
 
@@ -63,7 +64,7 @@ async def test_exactly_4000_characters_is_accepted(harness: Harness) -> None:
 async def test_model_faults_keep_the_message_and_the_next_turn_works(
     make_harness: Any, fault: Reply, repeats: int, status: int, code: str
 ) -> None:
-    harness: Harness = await make_harness(script([fault] * repeats, then=rule_based_responder), model_timeout=4.0)
+    harness: Harness = await make_harness(script([fault] * repeats, then=reference_responder), model_timeout=4.0)
     user = new_user()
     failed = await harness.chat(user, "Add a task to renew passport")
     assert failed.status_code == status, failed.text
@@ -114,7 +115,7 @@ async def test_a_tool_call_loop_is_stopped_at_the_turn_bound(make_harness: Any) 
 async def test_a_running_turn_makes_a_concurrent_turn_409(make_harness: Any) -> None:
     import asyncio
 
-    harness: Harness = await make_harness(script(["first", Reply(text="slow", delay=0.5)], then=rule_based_responder))
+    harness: Harness = await make_harness(script(["first", Reply(text="slow", delay=0.5)], then=reference_responder))
     user = new_user()
     conversation_id = (await harness.chat(user, "hello")).json()["conversation_id"]
     slow = asyncio.create_task(harness.chat(user, "slow one", conversation_id))

@@ -13,7 +13,8 @@ from httpx_sse import aconnect_sse
 from sqlmodel import Session
 
 from backend import crud
-from backend.llm.scripted import Reply, rule_based_responder, script
+from evals.reference_agent import reference_responder
+from evals.scripted_model import Reply, script
 from tests.conftest import Harness, new_user
 from tests.live_server import serve
 
@@ -212,7 +213,7 @@ async def test_model_failure_after_a_tool_call_is_an_error_event_and_the_convers
     # The first model step calls a tool; every attempt at the next step (the client retries twice) answers 500.
     faults = [Reply(status=500)] * 3
     harness: Harness = await make_harness(
-        script([Reply(calls=[("add_task", {"title": "Pay bills"})]), *faults], then=rule_based_responder),
+        script([Reply(calls=[("add_task", {"title": "Pay bills"})]), *faults], then=reference_responder),
         database_url=database_url,
     )
     user = new_user()
@@ -244,7 +245,7 @@ async def test_model_failure_after_a_tool_call_is_an_error_event_and_the_convers
 
 
 async def test_a_model_that_fails_at_once_streams_start_then_error(make_harness: Any) -> None:
-    harness: Harness = await make_harness(script([Reply(drop=True)] * 3, then=rule_based_responder))
+    harness: Harness = await make_harness(script([Reply(drop=True)] * 3, then=reference_responder))
     user = new_user()
     _, events = await stream_turn(harness.client, harness, user, "Add a task to buy milk")
     check_order(events)
@@ -304,7 +305,7 @@ async def test_client_that_disconnects_mid_stream_leaves_a_consistent_conversati
     harness: Harness = await make_harness(
         script(
             [Reply(calls=[("add_task", {"title": "Walk the dog"})]), Reply(text="Added 'Walk the dog'.", delay=slow)],
-            then=rule_based_responder,
+            then=reference_responder,
         ),
         database_url=database_url,
     )

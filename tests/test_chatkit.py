@@ -46,8 +46,9 @@ from pydantic import TypeAdapter
 from sqlmodel import Session
 
 from backend import crud, db
-from backend.llm.scripted import Reply, rule_based_responder, script
 from backend.main import create_app
+from evals.reference_agent import reference_responder
+from evals.scripted_model import Reply, script
 from tests.conftest import Harness, make_settings, new_user
 from tests.live_server import serve
 
@@ -310,7 +311,7 @@ async def test_several_calls_in_one_turn_are_tasks_of_one_workflow(make_harness:
                 Reply(calls=[("delete_task", {"task_id": 999999})]),
                 "I added it; there was no task 999999 to delete.",
             ],
-            then=rule_based_responder,
+            then=reference_responder,
         ),
         database_url=database_url,
     )
@@ -439,7 +440,7 @@ async def test_threads_list_update_and_delete(door: Door) -> None:
 
 async def test_retry_after_item_runs_the_turn_again_in_place(make_harness: Any, database_url: str) -> None:
     harness: Harness = await make_harness(
-        script(["A first answer.", "A second answer."], then=rule_based_responder), database_url=database_url
+        script(["A first answer.", "A second answer."], then=reference_responder), database_url=database_url
     )
     door, user = Door(harness), new_user()
     model = await door.stream(user, create_body("Hello there"))
@@ -477,7 +478,7 @@ async def test_model_failure_is_an_error_event_and_the_thread_stays_consistent(
                 Reply(calls=[("add_task", {"title": "Feed the cat"})]),
                 *[Reply(status=500)] * 3,
             ],
-            then=rule_based_responder,
+            then=reference_responder,
         ),
         database_url=database_url,
     )
@@ -640,7 +641,7 @@ async def test_a_client_that_hangs_up_mid_turn_leaves_the_reply_stored(make_harn
     harness: Harness = await make_harness(
         script(
             [Reply(calls=[("add_task", {"title": "Walk the dog"})]), Reply(text="Added 'Walk the dog'.", delay=1.0)],
-            then=rule_based_responder,
+            then=reference_responder,
         ),
         database_url=database_url,
     )

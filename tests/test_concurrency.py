@@ -16,7 +16,7 @@ import pytest
 from sqlmodel import Session
 
 from backend import crud
-from backend.llm.scripted import Reply, last_user_text
+from evals.scripted_model import Reply, last_user_text
 from tests.conftest import Harness, new_user
 
 TURNS = 12

@@ -14,8 +14,8 @@ import pytest
 from sqlmodel import Session
 
 from backend import crud, db
-from backend.llm.scripted import Reply, last_user_text
 from backend.main import create_app
+from evals.scripted_model import Reply, last_user_text
 from tests.conftest import Harness, make_settings, new_user
 from tests.pg_cluster import ThrowawayCluster, postgres_bin, throwaway_cluster
 

@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
-from backend.llm.scripted import Reply
 from evals.cache import ModelCallStats, RecordReplayTransport, ResponseCache, request_key, usage_of
 from evals.results import RunResult
+from evals.scripted_model import Reply
 from evals.suite import run_evals
 from evals.transcript import task_view
 from tests.evals_support import scripted_config

@@ -13,10 +13,10 @@ import pytest
 from backend import db
 from backend.auth import mint_token
 from backend.llm.provider import build_model
-from backend.llm.scripted import Responder, asgi_http_client, create_scripted_app
 from backend.main import create_app
 from backend.settings import Settings
 from evals.reference_agent import reference_responder
+from evals.scripted_model import Responder, asgi_http_client, create_scripted_app
 from evals.suite import EvalConfig, run_evals
 from tests.conftest import TEST_SECRET, make_settings
 from tests.evals_support import InFlight

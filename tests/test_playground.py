@@ -20,11 +20,12 @@ from gradio_client import Client
 from backend import db
 from backend.agent import AgentFailure, FinalReply, TextDelta, ToolCallFinished, ToolCallRecord, ToolCallStarted
 from backend.llm.provider import build_model
-from backend.llm.scripted import Reply, asgi_http_client, create_scripted_app, rule_based_responder, script
 from backend.main import create_app
 from backend.settings import DEFAULT_PROMPT_FILE
 from evals.dataset import DEFAULT_DATASET
+from evals.reference_agent import reference_responder
 from evals.results import RunResult
+from evals.scripted_model import Reply, asgi_http_client, create_scripted_app, script
 from playground import chat_handlers, eval_handlers, prompt_handlers
 from playground.app import initial_session
 from playground.context import PlaygroundContext
@@ -58,7 +59,7 @@ def _context(settings: Any, chat: Any, root: Path, dataset: Path = DEFAULT_DATAS
 
 @pytest.fixture
 async def make_playground(make_harness: Callable[..., Any], tmp_path: Path) -> Callable[..., Any]:
-    async def build(responder: Any = rule_based_responder, dataset: Path = DEFAULT_DATASET) -> Playground:
+    async def build(responder: Any = reference_responder, dataset: Path = DEFAULT_DATASET) -> Playground:
         harness: Harness = await make_harness(responder)
         return Playground(harness, _context(harness.settings, harness.app.state.chat, tmp_path, dataset))
 
@@ -163,7 +164,7 @@ async def test_a_tool_error_is_marked_on_its_message(pg: Playground) -> None:
 
 
 async def test_a_model_failure_is_shown_and_the_conversation_survives(make_playground: Callable[..., Any]) -> None:
-    pg = await make_playground(script([Reply(status=400)], then=rule_based_responder))
+    pg = await make_playground(script([Reply(status=400)], then=reference_responder))
     session = pg.session()
     final = (await turn(pg, session, "Add a task to buy milk"))[-1]
     assert final[-1].metadata["title"] == "⚠️ model_error"
@@ -323,7 +324,7 @@ async def test_promotion_needs_a_saved_prompt(tmp_path: Path, make_playground: C
 
 def _mounted_app(tmp_path: Path, **overrides: Any) -> Any:
     settings = make_settings(tmp_path, **overrides)
-    model = build_model(settings, http_client=asgi_http_client(create_scripted_app(rule_based_responder)))
+    model = build_model(settings, http_client=asgi_http_client(create_scripted_app(reference_responder)))
     return create_app(settings, model=model, migrate=False)
 
 
@@ -371,7 +372,7 @@ def served() -> Iterator[str]:
     """The standalone door (`launch`) on a scripted model, on a free loopback port."""
     root = Path(tempfile.mkdtemp(prefix="playground-test-"))
     settings = make_settings(root, playground_enabled=True)
-    model = build_model(settings, http_client=asgi_http_client(create_scripted_app(rule_based_responder)))
+    model = build_model(settings, http_client=asgi_http_client(create_scripted_app(reference_responder)))
     app = create_app(settings, model=model, migrate=False)
     db.upgrade(app.state.engine)
     ctx = _context(settings, app.state.chat, root)

@@ -28,10 +28,11 @@ from sqlmodel import Session
 
 from backend import db
 from backend.llm.provider import build_model
-from backend.llm.scripted import Reply, asgi_http_client, create_scripted_app, last_user_text, rule_based_responder
 from backend.main import create_app
 from backend.models import Conversation, utcnow
 from backend.settings import Settings
+from evals.reference_agent import reference_responder
+from evals.scripted_model import Reply, asgi_http_client, create_scripted_app, last_user_text
 from tests.conftest import PG_URL, TEST_SECRET, Harness, make_settings, new_user
 from tests.live_server import serve
 from tests.test_chatkit import add_body, create_body, delete_body, list_body, update_body
@@ -207,7 +208,7 @@ def jwks_app(tmp_path: Path, jwks: Jwks, **overrides: Any) -> Any:
         **overrides,
     }
     settings = make_settings(tmp_path, **values)
-    model = build_model(settings, http_client=asgi_http_client(create_scripted_app(rule_based_responder)))
+    model = build_model(settings, http_client=asgi_http_client(create_scripted_app(reference_responder)))
 
     async def model_ok() -> bool:
         return True
@@ -529,7 +530,7 @@ async def test_playground_logins_are_throttled_per_client_and_per_username(tmp_p
     )
     app = create_app(
         settings,
-        model=build_model(settings, http_client=asgi_http_client(create_scripted_app(rule_based_responder))),
+        model=build_model(settings, http_client=asgi_http_client(create_scripted_app(reference_responder))),
         migrate=True,
     )
 
@@ -660,7 +661,7 @@ def test_a_refused_production_start_names_the_setting_never_its_value(tmp_path: 
 
 @pytest.mark.hole("P9")
 async def test_readiness_asks_the_model_endpoint_at_most_once_per_five_seconds(tmp_path: Path) -> None:
-    model_app = create_scripted_app(rule_based_responder)
+    model_app = create_scripted_app(reference_responder)
     with serve(model_app) as model_url:
         settings = make_settings(tmp_path, openai_base_url=f"{model_url}/v1")
         app = create_app(settings, migrate=True)
@@ -686,7 +687,7 @@ async def test_the_development_playground_answers_only_its_own_host_names(tmp_pa
     settings = make_settings(tmp_path, playground_enabled=None)
     app = create_app(
         settings,
-        model=build_model(settings, http_client=asgi_http_client(create_scripted_app(rule_based_responder))),
+        model=build_model(settings, http_client=asgi_http_client(create_scripted_app(reference_responder))),
         migrate=True,
     )
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:8000") as client:

@@ -19,8 +19,8 @@ from sqlmodel import Session
 
 from backend import crud
 from backend.auth import mint_token
-from backend.llm.scripted import Reply
 from backend.main import create_app
+from evals.scripted_model import Reply
 from tests.conftest import Harness, make_settings, new_user
 from tests.live_server import serve
 from tests.test_chatkit import (

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from backend.llm.scripted import Reply, script
+from evals.scripted_model import Reply, script
 from tests.conftest import new_user
 
 

@@ -325,7 +325,7 @@ def test_server_keeps_native_tool_calls() -> None:
     native = [{"id": "call_7", "type": "function", "function": {"name": "list_tasks", "arguments": "{}"}}]
     engine = FakeEngine({"content": "", "tool_calls": native})
     [call] = _answer(engine)["choices"][0]["message"]["tool_calls"]
-    assert call == native[0]
+    assert call["function"] == native[0]["function"]
 
 
 MARK_IT_DONE = [
@@ -419,3 +419,57 @@ def test_app_rejects_a_body_without_messages(fake_app: TestClient) -> None:
     response = fake_app.post("/v1/chat/completions", json={"messages": []})
     assert response.status_code == 400
     assert response.json()["error"]["type"] == "invalid_request_error"
+
+
+ADD_TOOL = [
+    {
+        "type": "function",
+        "function": {
+            "name": "add_task",
+            "parameters": {
+                "type": "object",
+                "properties": {"title": {"type": "string"}, "description": {"type": "string"}},
+                "required": ["title"],
+            },
+        },
+    }
+]
+
+
+def test_a_made_up_description_is_asked_for_again_without_it() -> None:
+    invented = {"content": '{"name": "add_task", "arguments": {"title": "Water the plants", '
+                '"description": "Make sure the plants are well watered and healthy."}}'}  # fmt: skip
+    engine = FakeEngine(invented, '{"calls": [{"name": "add_task", "arguments": {"title": "Water the plants"}}]}')
+    with patch("backend.llm.local_server.decision_grammar", lambda tools, kind: json.dumps(tools)):
+        body = _model_body(
+            {"messages": [{"role": "user", "content": "Add a task to water the plants"}], "tools": ADD_TOOL}, 42
+        )
+        done = answer(cast(Any, engine), body)
+    [call] = done["choices"][0]["message"]["tool_calls"]
+    assert json.loads(call["function"]["arguments"]) == {"title": "Water the plants"}
+    [grammar_tools] = [json.loads(g) for g in engine.grammars]
+    assert set(grammar_tools[0]["function"]["parameters"]["properties"]) == {"title"}  # asked without it
+    assert done["todo_agent"]["reasked"] == ["ungrounded"]
+
+
+def test_a_description_the_user_gave_is_kept_without_a_second_ask() -> None:
+    given = {"content": '{"name": "add_task", "arguments": {"title": "Call the plumber", '
+             '"description": "Ask about the kitchen sink leak"}}'}  # fmt: skip
+    engine = FakeEngine(given)
+    said = "Add a task to call the plumber, details: ask about the kitchen sink leak"
+    body = _model_body({"messages": [{"role": "user", "content": said}], "tools": ADD_TOOL}, 42)
+    done = answer(cast(Any, engine), body)
+    [call] = done["choices"][0]["message"]["tool_calls"]
+    assert json.loads(call["function"]["arguments"])["description"] == "Ask about the kitchen sink leak"
+    assert engine.retries == 0
+
+
+@pytest.mark.parametrize(
+    "reply, why",
+    [("Mark task 1 as done and delete task 2", "echo"), ('Use list_tasks with status "pending".', "tool_name")],
+)
+def test_a_reply_that_repeats_the_request_or_names_a_tool_is_asked_again(reply: str, why: str) -> None:
+    engine = FakeEngine({"content": reply}, '{"calls": [{"name": "complete_task", "arguments": {"task_id": 1}}]}')
+    done = _answer(engine, messages=[{"role": "user", "content": "Mark task 1 as done and delete task 2"}])
+    assert done["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "complete_task"
+    assert done["todo_agent"]["reasked"] == [why]

@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -32,6 +33,7 @@ from filelock import FileLock, Timeout
 
 from backend.llm.claims import ACTION_OF_TOOL, DoneCall, unbacked_claims
 from backend.llm.decision import Decision, ReplyKind, decision_grammar, parse_decision
+from backend.llm.grounding import ungrounded, without_arguments
 from backend.llm.openai_compat import completion, stream_chunks, tool_call
 from backend.llm.toolcall_parser import contains_call_markup, extract_tool_calls, looks_like_tool_call
 from backend.llm.weights import ensure_model_file
@@ -239,13 +241,16 @@ def _sampling(body: dict[str, Any], seed: int) -> dict[str, Any]:
 def answer(engine: _Engine, body: dict[str, Any]) -> dict[str, Any]:
     """One complete `chat.completion` for the request.
 
-    The model answers through llama.cpp's chat template, as it was trained to. Then, with tools:
+    The model answers through llama.cpp's chat template, as it was trained to. Then, with tools, each check may ask
+    it once more, under a grammar (`decision`) over the same prompt; none of them changes what it wrote:
     - calls it wrote as text (tags, wrappers, fenced or bare JSON) become real `tool_calls` (`toolcall_parser`);
-    - a reply that still carries call markup is asked again for calls only, under a grammar (`decision`); if even
-      that fails the user gets an apology, never the markup (`unparsed_call`);
+    - a call whose optional text (a description) is not what the user said is asked for again with that argument
+      out of the tool's schema (`grounding`);
+    - a reply that still carries call markup is asked again for calls only; if even that fails the user gets an
+      apology, never the markup (`unparsed_call`);
     - a reply that says a task was added, completed, deleted or changed when no call that did so succeeded in this
-      turn (`claims`) is asked again for calls or a question.
-    The aids parse and re-ask; they never change a call's name or arguments or the reply's words.
+      turn (`claims`), that repeats the user's message, or that names a tool to the user, is asked again for calls
+      or a question.
     """
     tools = body.get("tools") or []
     native = engine.chat(body)
@@ -253,52 +258,94 @@ def answer(engine: _Engine, body: dict[str, Any]) -> dict[str, Any]:
     report.add_usage(native)
     message = native["choices"][0]["message"]
     content: str | None = message.get("content")
-    calls = _native_calls(message)
-    tool_names = {t.get("function", {}).get("name") for t in tools} - {None}
-    if tools and not calls and content:
-        decision = _checked_reply(engine, body, content, tool_names, report)
-        if decision.calls:
-            calls = [tool_call(name, args) for name, args in decision.calls]
-            content = None
-        else:
-            content = decision.reply
+    calls = [(c["function"]["name"], tools_arguments(c)) for c in _native_calls(message)]
+    if tools:
+        tool_names = {t.get("function", {}).get("name") for t in tools} - {None}
+        step = _Step(engine, body, report)
+        if not calls and content:
+            calls = extract_tool_calls(content, tool_names) or []
+        decision = step.checked_calls(calls) if calls else step.checked_reply(content or "", tool_names)
+        calls, content = decision.calls, (None if decision.calls else decision.reply)
     if report.reasked or report.unparsed_call:
         log.warning("local model: %s", json.dumps(report.public()))
     return completion(
         model=MODEL_ID,
         content=content,
-        tool_calls=calls or None,
+        tool_calls=[tool_call(name, args) for name, args in calls] or None,
         usage=report.usage(),
         extra={"todo_agent": report.public()},
     )
 
 
-def _checked_reply(
-    engine: _Engine, body: dict[str, Any], reply: str, tool_names: set[str], report: AnswerReport
-) -> Decision:
-    found = extract_tool_calls(reply, tool_names)
-    if found:
-        return Decision(calls=found)
-    messages, tools = body["messages"], body["tools"]
+def tools_arguments(call: dict[str, Any]) -> dict[str, Any]:
+    try:
+        value = json.loads(call["function"].get("arguments") or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
-    def reask(kind: ReplyKind, why: str) -> Decision | None:
-        report.reasked.append(why)
-        prompt = engine.render(messages, tools)  # what llama.cpp just rendered: its prefix is still cached
-        done = engine.complete(prompt, grammar=decision_grammar(tools, kind), sampling=_sampling(body, engine.seed))
-        report.add(done)
+
+def last_user_text(messages: list[dict[str, Any]]) -> str:
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            return str(message.get("content") or "")
+    return ""
+
+
+def _plain(text: str) -> str:
+    return " ".join(re.findall(r"\w+", text.casefold()))
+
+
+class _Step:
+    """The checks on one answer, and the re-asks they make (each recorded in the report)."""
+
+    def __init__(self, engine: _Engine, body: dict[str, Any], report: AnswerReport) -> None:
+        self.engine = engine
+        self.body = body
+        self.report = report
+        self.messages: list[dict[str, Any]] = body["messages"]
+        self.tools: list[dict[str, Any]] = body["tools"]
+
+    def reask(self, kind: ReplyKind, why: str, tools: list[dict[str, Any]] | None = None) -> Decision | None:
+        self.report.reasked.append(why)
+        prompt = self.engine.render(self.messages, self.tools)  # what llama.cpp just rendered: still cached
+        grammar = decision_grammar(tools or self.tools, kind)
+        done = self.engine.complete(prompt, grammar=grammar, sampling=_sampling(self.body, self.engine.seed))
+        self.report.add(done)
         return parse_decision(done.text)
 
-    if looks_like_tool_call(reply) or contains_call_markup(reply):
-        retried = reask("none", "markup")
-        if retried is not None and retried.calls:
-            return retried
-        report.unparsed_call += 1
-        return Decision(reply=APOLOGY)
-    done_now, done_before = done_calls(messages)
-    if unbacked_claims(reply, done_now, done_before):
-        retried = reask("question", "claim")
+    def checked_calls(self, calls: list[tuple[str, dict[str, Any]]]) -> Decision:
+        dropped = ungrounded(calls, self.tools, last_user_text(self.messages))
+        if dropped:
+            retried = self.reask("none", "ungrounded", without_arguments(self.tools, dropped))
+            if retried is not None and retried.calls:
+                return retried
+        return Decision(calls=calls)
+
+    def checked_reply(self, reply: str, tool_names: set[str]) -> Decision:
+        if looks_like_tool_call(reply) or contains_call_markup(reply):
+            retried = self.reask("none", "markup")
+            if retried is not None and retried.calls:
+                return retried
+            self.report.unparsed_call += 1
+            return Decision(reply=APOLOGY)
+        why = self._suspect(reply, tool_names)
+        if why is None:
+            return Decision(reply=reply)
+        retried = self.reask("question", why)
         return retried if retried is not None else Decision(reply=APOLOGY)
-    return Decision(reply=reply)
+
+    def _suspect(self, reply: str, tool_names: set[str]) -> str | None:
+        """Why a plain reply cannot stand, if it cannot."""
+        done_now, done_before = done_calls(self.messages)
+        if unbacked_claims(reply, done_now, done_before):
+            return "claim"
+        said = _plain(last_user_text(self.messages))
+        if said and _plain(reply) == said:
+            return "echo"  # the request repeated back: the model did not know what to do
+        if any(re.search(rf"\b{re.escape(name)}\b", reply) for name in tool_names):
+            return "tool_name"  # "use list_tasks with status pending": telling the user to do the model's job
+        return None
 
 
 def _native_calls(message: dict[str, Any]) -> list[dict[str, Any]]:

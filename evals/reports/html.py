@@ -21,8 +21,11 @@ COLOURS = {
     "bad_args": "#f9a825",
     "state_mismatch": "#6a1b9a",
     "reply_mismatch": "#1565c0",
+    "false_claim": "#b71c1c",
+    "unrequested_change": "#4e342e",
     "error": "#424242",
 }
+assert set(COLOURS) == {"passed", *FAILURE_KINDS}, "every failure kind needs a colour"
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1180px;color:#222}

@@ -52,14 +52,14 @@ _STATE = re.compile(
     r"(?:\b(?:is|are)|'s|'re)\s+(?P<now>now\s+|all\s+)?(?P<state>gone|deleted|removed|cleared(?: out)?|"
     r"off (?:your|the) list|crossed off|checked off|ticked off|done|complete|completed|"
     r"marked (?:as )?(?:done|complete|completed)|on (?:your|the) (?:list|to-?do list|tasks)|renamed|updated|"
-    r"now called)\b(?P<after>\s+now)?|\bnow shows as (?P<shown>\w+)"
+    r"added|created|now called)\b(?P<after>\s+now)?|\bnow shows as (?P<shown>\w+)"
 )
 # "is done" / "is completed" alone describes a status ("'Read chapter 4' is completed, 'Clean up' is pending");
 # with "now" it reports a change.
 _STATUS_WORDS = {"done", "complete", "completed"}
 _STATE_ACTION = {
     "gone": "deleted", "deleted": "deleted", "removed": "deleted", "cleared": "deleted", "cleared out": "deleted",
-    "renamed": "updated", "updated": "updated", "now called": "updated",
+    "renamed": "updated", "updated": "updated", "now called": "updated", "added": "added", "created": "added",
 }  # fmt: skip
 _TAG_QUESTION = re.compile(r",?\s*(?:remember|right|okay|ok|na|naa|hai na|نا|ہے نا)\s*[?؟]\s*$")
 _LIST_HEAD = re.compile(r"^(?:your (?:list|tasks)|here(?:'s| is| are)[^:]*|آپ کی فہرست|aap ki list)\s*:")
@@ -148,6 +148,11 @@ def stated_changes(reply: str) -> list[StatedChange]:
         several = max((_HOW_MANY.get(w, 2) for w in _SEVERAL.findall(plain)), default=0)
         rename = len(titles) >= 2 and bool(_RENAME.search(marked))
         renamed_to = bool(re.search(r"\b(?:to|ab)\s+['\"“‘«]?«\d+»|«\d+»['\"”’»]?\s+(?:kar|کر|رکھ)", marked))
+        opener = re.match(r"^(?:done|all done|all set|sorted)\s*[:!,.]\s*(?=\S)", plain.strip())
+        if opener:  # "Done: 'X' is created." / "Done! I deleted it.": a confirmation, then what was done
+            found.append(StatedChange(None, titles, ids, recap, sentence, several))
+            plain = plain.strip()[opener.end() :]
+            marked = re.sub(r"^\s*(?:done|all done|all set|sorted)\s*[:!,.]\s*", "", marked)
         if _BARE_DONE.match(plain.strip()):
             found.append(StatedChange(None, titles, ids, recap, sentence, several))
             continue

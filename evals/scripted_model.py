@@ -1,16 +1,15 @@
 """A scripted OpenAI-compatible model server: the fake at the model boundary.
 
-Tests, benchmarks and eval self-tests drive the real agent code path (OpenAI client, Agents SDK, Chat Completions
-wire format) against this server, either in-process through `httpx.ASGITransport` or served by uvicorn. Each answer
-comes from a responder: a function from the request body to a reply, so a script can be a fixed list of steps or a
-deterministic policy (`rule_based_responder`).
+Tests, benchmarks, the eval suite's `--model scripted` and its self-tests drive the real agent code path (OpenAI
+client, Agents SDK, Chat Completions wire format) against this server, either in-process through
+`httpx.ASGITransport` or served by uvicorn. Each answer comes from a responder: a function from the request body to
+a reply, so a script can be a fixed list of steps or a deterministic policy (`evals.reference_agent`). It lives with
+the evals, not in the backend: production never runs a fake.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -92,11 +91,6 @@ def asgi_http_client(app: FastAPI) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://scripted.test")
 
 
-# ---------------------------------------------------------------- a deterministic todo policy
-
-_QUOTED = re.compile(r"['\"“‘](.+?)['\"”’]")
-
-
 def last_user_text(request: dict[str, Any]) -> str:
     for message in reversed(request.get("messages", [])):
         if message.get("role") == "user":
@@ -107,64 +101,8 @@ def last_user_text(request: dict[str, Any]) -> str:
     return ""
 
 
-def _tool_results_since_user(request: dict[str, Any]) -> list[Any]:
-    results: list[Any] = []
-    for message in reversed(request.get("messages", [])):
-        if message.get("role") == "user":
-            break
-        if message.get("role") == "tool":
-            try:
-                results.append(json.loads(message.get("content") or "null"))
-            except ValueError:
-                results.append(message.get("content"))
-    return list(reversed(results))
+def reference_app() -> FastAPI:
+    """`uvicorn --factory evals.scripted_model:reference_app`: the reference agent as an instant fake model."""
+    from evals.reference_agent import reference_responder
 
-
-def _title(text: str) -> str:
-    text = text.strip().rstrip(".!?")
-    return text[:1].upper() + text[1:]
-
-
-def rule_based_responder(request: dict[str, Any]) -> Reply:
-    """Answer the reference requests of DESIGN.md the way a good model would, instantly and deterministically."""
-    results = _tool_results_since_user(request)
-    if results:
-        return Reply(text=_confirmation(results[-1]))
-    text = last_user_text(request)
-    lower = text.lower()
-    number = re.search(r"\btask\s*#?(\d+)", lower)
-    quoted = _QUOTED.search(text)
-    if number and re.search(r"\b(complete|done|finish)", lower):
-        return Reply(calls=[("complete_task", {"task_id": int(number.group(1))})])
-    if number and re.search(r"\b(delete|remove)", lower):
-        return Reply(calls=[("delete_task", {"task_id": int(number.group(1))})])
-    if number and re.search(r"\b(change|rename|update)", lower) and quoted:
-        return Reply(calls=[("update_task", {"task_id": int(number.group(1)), "title": quoted.group(1)})])
-    add = re.search(r"(?:add a task to|add|remember to|remind me to)\s+(.+)", text, re.IGNORECASE)
-    if add:
-        return Reply(calls=[("add_task", {"title": _title(add.group(1))})])
-    if "pending" in lower or "left" in lower:
-        return Reply(calls=[("list_tasks", {"status": "pending"})])
-    if "completed" in lower or "done" in lower:
-        return Reply(calls=[("list_tasks", {"status": "completed"})])
-    if re.search(r"\b(show|list|tasks)\b", lower):
-        return Reply(calls=[("list_tasks", {"status": "all"})])
-    return Reply(text="Hi! I can add, list, complete, update and delete your tasks.")
-
-
-def _confirmation(result: Any) -> str:
-    if isinstance(result, list):
-        if not result:
-            return "You have no tasks there."
-        lines = [f"{t['id']}. {t['title']}{' (done)' if t.get('completed') else ''}" for t in result]
-        return "Here are your tasks:\n" + "\n".join(lines)
-    if isinstance(result, dict) and "error" in result:
-        return f"Sorry: {result['error'].get('message', 'that did not work')}"
-    if isinstance(result, dict):
-        return f"Done: '{result.get('title')}' is {result.get('status')}."
-    return "Done."
-
-
-def rule_based_app() -> FastAPI:
-    """`uvicorn --factory backend.llm.scripted:rule_based_app`: an instant fake model for benchmarks."""
-    return create_scripted_app(rule_based_responder)
+    return create_scripted_app(reference_responder)
