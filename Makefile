@@ -53,7 +53,8 @@ notebooks: setup  ## execute the notebooks headlessly against a fresh small eval
 	EVAL_PROMPT_A=$(NB)/replay/results.json EVAL_PROMPT_B=$(NB)/scripted/results.json $(BIN)/jupyter execute notebooks/prompt_comparison.ipynb
 
 lint: setup
-	$(BIN)/ruff check backend evals playground tests bench
+	$(BIN)/ruff check backend evals playground todo_agent tests bench
+	$(BIN)/lint-imports
 	$(BIN)/mypy
 	$(BIN)/mypy --explicit-package-bases bench
 

@@ -38,7 +38,7 @@ def _silent_trace_provider() -> DefaultTraceProvider:
 def tracing_off() -> None:
     """Nothing leaves the machine: the Agents SDK's tracing is off for the process. A provider of our own, with no
     processor, also spares the SDK building its default one, whose exporter makes an HTTP client and a TLS context
-    (~50 ms in every server and eval worker process, tracing off or not)."""
+    (in every server and eval worker process, tracing off or not)."""
     set_trace_provider(_silent_trace_provider())
 
 

@@ -22,9 +22,10 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from sqlmodel import Session
 
+from backend import conversation_changes as changes
 from backend import crud
 from backend.agent import AgentEvent, AgentFailure, FinalReply, TodoAgent, ToolCallRecord, history_items
-from backend.crud import Lease
+from backend.conversation_changes import Lease
 from backend.errors import ApiError
 from backend.models import MESSAGE_MAX, ROW_ID_MAX, Message, is_blank_text
 from backend.tools import ToolRunContext, task_lines
@@ -144,7 +145,7 @@ class ChatService:
 
     def _lease(self, session: Session, user_id: str, conversation_id: int) -> Lease:
         """The lease on the user's conversation, or 404 (missing or not theirs) / 409 (a turn holds it)."""
-        lease = crud.acquire_turn_lease(
+        lease = changes.acquire_turn_lease(
             session, conversation_id=conversation_id, user_id=user_id, seconds=self.lease_seconds
         )
         if lease is not None:
@@ -167,7 +168,7 @@ class ChatService:
         # Read in the same session as the turn's opening (one trip to a worker thread instead of two).
         tasks = self._task_lines(session, user_id)
         if conversation_id is None:
-            lease, first = crud.start_conversation(
+            lease, first = changes.start_conversation(
                 session, user_id=user_id, first_message=message, lease_seconds=self.lease_seconds
             )
             assert first.id is not None
@@ -177,12 +178,12 @@ class ChatService:
         lease = self._lease(session, user_id, conversation_id)
         try:
             window = crud.recent_messages(session, conversation_id=conversation_id, limit=self.history_window)
-            stored = crud.add_message(
+            stored = changes.add_message(
                 session, user_id=user_id, conversation_id=conversation_id, role="user", content=message
             )
         except Exception:
             session.rollback()
-            crud.release_turn_lease(session, lease=lease)
+            changes.release_turn_lease(session, lease=lease)
             raise
         assert stored.id is not None
         return OpenTurn(lease, message, history_items(window), stored.id, tasks, door)
@@ -215,7 +216,7 @@ class ChatService:
         lease = self._lease(session, user_id, conversation_id)
         try:
             # Under the lease: what followed the message goes, the window is what came before it.
-            crud.delete_messages(session, conversation_id=conversation_id, after_id=user_message_id)
+            changes.delete_messages(session, conversation_id=conversation_id, after_id=user_message_id)
             window = crud.list_messages(
                 session,
                 conversation_id=conversation_id,
@@ -226,7 +227,7 @@ class ChatService:
             tasks = self._task_lines(session, user_id)
         except Exception:
             session.rollback()
-            crud.release_turn_lease(session, lease=lease)
+            changes.release_turn_lease(session, lease=lease)
             raise
         history = history_items(list(reversed(window)))
         return OpenTurn(lease, message.content, history, user_message_id, tasks, door)
@@ -248,9 +249,9 @@ class ChatService:
             message = self._user_message(session, user_id, conversation_id, user_message_id)
             lease = self._lease(session, user_id, conversation_id)
             try:
-                crud.delete_messages(session, conversation_id=conversation_id, after_id=user_message_id - 1)
+                changes.delete_messages(session, conversation_id=conversation_id, after_id=user_message_id - 1)
             finally:
-                crud.release_turn_lease(session, lease=lease)
+                changes.release_turn_lease(session, lease=lease)
             return message.content
 
         return await self._db(rewind)
@@ -261,9 +262,9 @@ class ChatService:
         def delete_one(session: Session) -> None:
             lease = self._lease(session, user_id, conversation_id)
             try:
-                crud.delete_messages(session, conversation_id=conversation_id, ids=[message_id])
+                changes.delete_messages(session, conversation_id=conversation_id, ids=[message_id])
             finally:
-                crud.release_turn_lease(session, lease=lease)
+                changes.release_turn_lease(session, lease=lease)
 
         await self._db(delete_one)
 
@@ -274,9 +275,23 @@ class ChatService:
         def delete(session: Session) -> None:
             if not 1 <= conversation_id <= ROW_ID_MAX:
                 raise conversation_not_found()
-            crud.delete_conversation(session, lease=self._lease(session, user_id, conversation_id))
+            changes.delete_conversation(session, lease=self._lease(session, user_id, conversation_id))
 
         await self._db(delete)
+
+    async def rename_conversation(self, *, user_id: str, conversation_id: int, title: str) -> None:
+        """A new title (ChatKit's threads.update); under the lease like every other change."""
+
+        def rename(session: Session) -> None:
+            lease = self._lease(session, user_id, conversation_id)
+            try:
+                conversation = crud.get_conversation(session, user_id=user_id, conversation_id=conversation_id)
+                assert conversation is not None  # leased just now: it exists and is the user's
+                changes.rename_conversation(session, conversation=conversation, title=title)
+            finally:
+                changes.release_turn_lease(session, lease=lease)
+
+        await self._db(rename)
 
     async def abandon(self, turn: OpenTurn) -> None:
         """A turn that was opened but will not run (its client left before it started): give its lease back."""
@@ -357,7 +372,7 @@ class ChatService:
         with Session(self.engine) as session:
             # The release comes first: it matches the lease's holder and, on PostgreSQL, locks the row, so the
             # conversation cannot be deleted between the check and the insert.
-            if not crud.release_turn_lease(session, lease=turn.lease, commit=False):
+            if not changes.release_turn_lease(session, lease=turn.lease, commit=False):
                 session.rollback()
                 log.warning("turn on conversation %s lost its lease; reply dropped", turn.conversation_id)
                 return False
@@ -396,7 +411,7 @@ class ChatService:
     async def _release(self, turn: OpenTurn) -> None:
         def release() -> None:
             with Session(self.engine) as session:
-                crud.release_turn_lease(session, lease=turn.lease)
+                changes.release_turn_lease(session, lease=turn.lease)
 
         # A database outage here must not mask the turn's outcome; the lease then simply expires.
         try:

@@ -1,10 +1,15 @@
-"""The app factory: settings, engine, auth and the chat service are built here, never at import time."""
+"""The API's factory: settings, engine, auth and the chat service are built here, never at import time.
+
+The backend's own doors (the REST contract, ChatKit, MCP) are mounted here; doors that live outside the backend
+(the playground) are handed in by the composition root (`todo_agent.app`) as `doors`, so the backend never imports
+them.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from agents.models.interface import Model
@@ -12,10 +17,10 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from sqlalchemy import Engine
 
-import playground
 from backend import __version__, chatkit_door, db, mcp_server
 from backend.agent import AgentConfig, TodoAgent, tracing_off
-from backend.api import chat, conversations, health, tasks
+from backend.api import chat as chat_api
+from backend.api import conversations, health, tasks
 from backend.api.health import CachedCheck
 from backend.auth import TokenVerifier
 from backend.chat import LEASE_MARGIN_SECONDS, ChatService
@@ -46,6 +51,18 @@ def needs_auth(method: str, path: str) -> bool:
     return path.startswith("/api/") or path == "/mcp" or (path == "/chatkit" and method != "GET")
 
 
+Door = Callable[[FastAPI], None]  # mounts itself on an app built here (it may read app.state)
+
+
+def build_chat_service(settings: Settings, engine: Engine, model: Model | None = None) -> ChatService:
+    """The one chat service of a process: the app's, and the standalone playground's."""
+    tracing_off()  # offline by default; nothing leaves the machine unless configured
+    agent = TodoAgent(model or build_model(settings), agent_config(settings, load_prompt(settings.system_prompt_file)))
+    return ChatService(
+        engine, agent, history_window=settings.history_window, task_context_limit=settings.task_context_limit
+    )
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -53,14 +70,16 @@ def create_app(
     model_check: Callable[[], Awaitable[bool]] | None = None,
     migrate: bool = True,
     engine: Engine | None = None,
+    doors: Sequence[Door] = (),
 ) -> FastAPI:
     """Build the service. `model` replaces the configured one (tests put a scripted model here); `engine` replaces
-    the one the settings describe (the eval runner's, whose connections open each case's own database)."""
+    the one the settings describe (the eval runner's, whose connections open each case's own database); `doors`
+    mount themselves after the backend's own."""
     settings = settings or get_settings()
-    tracing_off()  # offline by default; nothing leaves the machine unless configured
     engine = engine or db.build_engine(settings)
-    instructions = load_prompt(settings.system_prompt_file)
-    agent = TodoAgent(model or build_model(settings), agent_config(settings, instructions))
+    service = build_chat_service(settings, engine, model)
+    instructions = service.agent.config.instructions
+    agent = service.agent
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -94,13 +113,11 @@ def create_app(
     app.state.verifier = TokenVerifier(settings)
     app.state.system_prompt = instructions
     app.state.agent = agent
-    app.state.chat = ChatService(
-        engine, agent, history_window=settings.history_window, task_context_limit=settings.task_context_limit
-    )
+    app.state.chat = service
     app.state.rate_limiter = build_rate_limiter(settings)
     app.state.write_limiter = build_write_limiter(settings)
     if model_check is None:
-        client = build_client(settings)  # one client for every readiness probe (building one costs ~20 ms of TLS setup)
+        client = build_client(settings)  # one client for every readiness probe (each new one sets up TLS again)
         model_check = lambda: model_reachable(settings, client)  # noqa: E731
     app.state.model_check = CachedCheck(model_check)
 
@@ -117,11 +134,11 @@ def create_app(
     )
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
-    for module in (health, chat, conversations, tasks):
+    for module in (health, chat_api, conversations, tasks):
         app.include_router(module.router)
-    # doors: each door module mounts itself here (ChatKit, MCP, playground)
+    # the backend's own doors mount themselves, then the ones handed in
     mcp_server.mount(app)  # /mcp: the tools for MCP clients
     chatkit_door.mount(app)  # /chatkit: the ChatKit protocol; /chatkit/demo: the web component on it
-    if settings.playground_on:
-        playground.mount(app)  # /playground: the Gradio playground (its own login outside development)
+    for door in doors:
+        door(app)
     return app

@@ -95,6 +95,9 @@ class TaskPublic(TaskBase):
 
 
 TaskStatus = Literal["all", "pending", "completed"]
+# What a task is, to anyone judging one (the eval suite's state checks): its public fields, less its id and the
+# timestamps that change on every run.
+TASK_FIELDS: tuple[str, ...] = tuple(f for f in TaskPublic.model_fields if f not in ("id", "created_at", "updated_at"))
 
 
 # ---------------------------------------------------------------- conversations and messages

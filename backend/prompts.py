@@ -13,8 +13,6 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from backend.settings import PROMPTS_DIR
-
 TURN_CONTEXT_MARKER = "<!-- turn context"
 TASKS_PLACEHOLDER = "{tasks}"
 
@@ -48,7 +46,3 @@ def split_prompt(text: str) -> PromptParts:
 
 def prompt_version(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
-
-
-def available_prompts() -> dict[str, Path]:
-    return {path.stem: path for path in sorted(PROMPTS_DIR.glob("*.md"))}

@@ -199,6 +199,16 @@ TOOLS_BY_NAME = {tool.name: tool for tool in TOOLS}
 WRITE_TOOLS = frozenset(tool.name for tool in TOOLS if tool.writes)
 
 
+def tool_names() -> tuple[str, ...]:
+    """The tools' names, read from `TOOLS` when asked (the eval dataset's vocabulary is this, not a copy)."""
+    return tuple(tool.name for tool in TOOLS)
+
+
+def read_only_tools() -> frozenset[str]:
+    """The tools that change nothing: the only ones an eval case may allow as free extra calls."""
+    return frozenset(tool.name for tool in TOOLS if not tool.writes)
+
+
 def chat_completions_tools() -> list[dict[str, Any]]:
     """The tools in the Chat Completions `tools` wire format: what the agent sends, for clients that talk to a model
     server directly (the local model's tests and benchmark)."""

@@ -65,7 +65,7 @@ def uvicorn_process(app: str, port: int, env: dict[str, str] | None = None, work
 def backend_with_scripted_model(
     data_dir: Path,
     *,
-    model_app: str = "evals.scripted_model:reference_app",
+    model_app: str = "evals.reference_agent:reference_app",
     workers: int = 1,
     extra_env: dict[str, str] | None = None,
 ) -> Iterator[tuple[str, dict[str, str]]]:
@@ -84,6 +84,6 @@ def backend_with_scripted_model(
     }
     with uvicorn_process(model_app, model_port):
         wait_until_up(f"http://127.0.0.1:{model_port}/v1/models")
-        with uvicorn_process("backend.main:create_app", api_port, env, workers=workers):
+        with uvicorn_process("todo_agent.app:create_app", api_port, env, workers=workers):
             wait_until_up(f"http://127.0.0.1:{api_port}/health/live")
             yield f"http://127.0.0.1:{api_port}", env

@@ -226,6 +226,7 @@ class RecordReplayTransport(httpx.AsyncBaseTransport):
         *,
         before_live_call: Callable[[], Awaitable[None]] | None = None,
         max_in_flight: int | None = None,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         if mode != "off" and cache is None:
             raise ValueError(f"cache mode {mode!r} needs a cache file")
@@ -237,6 +238,7 @@ class RecordReplayTransport(httpx.AsyncBaseTransport):
         self._in_flight = asyncio.Semaphore(max_in_flight) if max_in_flight else None
         self._started = False
         self._start_lock = asyncio.Lock()
+        self.clock = clock
         self.live_calls = 0
         self.live_latency_s = 0.0
 
@@ -284,14 +286,14 @@ class RecordReplayTransport(httpx.AsyncBaseTransport):
                     request=request,
                 )
         await self._ensure_started()
-        waiting = time.perf_counter()
+        waiting = self.clock()
         async with self._in_flight or contextlib.nullcontext():
-            started = time.perf_counter()
+            started = self.clock()
             if stats is not None:
                 stats.waited(started - waiting)
             response = await self.inner.handle_async_request(request)
             content = await response.aread()
-            elapsed = time.perf_counter() - started
+            elapsed = self.clock() - started
         self.live_calls += 1
         self.live_latency_s += elapsed
         text = content.decode("utf-8", "replace")

@@ -64,8 +64,8 @@ WorkersOpt = Annotated[
     str,
     typer.Option(
         "--workers",
-        help="Processes to spread in-process cases over, or 'auto': one per 8 of --concurrency, up to the CPU count "
-        "(the backend's work is Python in the runner's process).",
+        help="The speed aids, off by default: processes to spread in-process cases over (forked, the heap frozen), "
+        "or 'auto': one per 8 of --concurrency, up to the CPU count. Worth it only past ~16 concurrent model calls.",
     ),
 ]
 TimeoutOpt = Annotated[float, typer.Option("--turn-timeout", help="Seconds one turn may take.")]
@@ -117,7 +117,7 @@ def _split(values: list[str] | None) -> list[str]:
 def _config(
     dataset: Path, tags: list[str] | None, ids: list[str] | None, trials: int, concurrency: int, turn_timeout: float,
     prompt: Path | None, model: str | None, url: str | None, token_secret: str | None, tokens: Path | None,
-    cache: str, cache_file: Path | None, deepeval: bool, prune_cache: bool = False, workers: str = "auto",
+    cache: str, cache_file: Path | None, deepeval: bool, prune_cache: bool = False, workers: str = "1",
 ) -> EvalConfig:  # fmt: skip
     if cache not in CACHE_MODES:
         raise typer.BadParameter(f"--cache must be one of {', '.join(CACHE_MODES)}")
@@ -209,7 +209,7 @@ def run_command(
     ids: IdsOpt = None,
     trials: TrialsOpt = 1,
     concurrency: ConcurrencyOpt = 4,
-    workers: WorkersOpt = "auto",
+    workers: WorkersOpt = "1",
     turn_timeout: TimeoutOpt = 120.0,
     prompt: PromptOpt = None,
     model: ModelOpt = None,
@@ -293,7 +293,7 @@ def baseline_command(
     dataset: DatasetOpt = DEFAULT_DATASET,
     trials: TrialsOpt = 1,
     concurrency: ConcurrencyOpt = 2,
-    workers: WorkersOpt = "auto",
+    workers: WorkersOpt = "1",
     turn_timeout: TimeoutOpt = 180.0,
     prompt: PromptOpt = None,
     model: ModelOpt = None,

@@ -22,10 +22,12 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-ToolName = Literal["add_task", "list_tasks", "complete_task", "delete_task", "update_task"]
-TOOL_NAMES: tuple[str, ...] = ("add_task", "list_tasks", "complete_task", "delete_task", "update_task")
-# Tools that change nothing: the only ones a case may allow as free extras.
-READ_ONLY_TOOLS = frozenset({"list_tasks"})
+from backend.models import DESCRIPTION_MAX, TASK_FIELDS, TITLE_MAX, TaskCreate
+from backend.tools import read_only_tools, tool_names
+
+# A tool's name is one of the backend's tools (`backend.tools.TOOLS`), read when a case is validated: a tool added
+# there is one a case can expect, with no edit here.
+ToolName = str
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATASET = PROJECT_ROOT / "datasets"
@@ -113,8 +115,14 @@ def matcher_refs(spec: MatcherSpec) -> Iterator[str]:
 # ---------------------------------------------------------------- expectations
 
 
+def _known_tool(name: str) -> str:
+    if name not in tool_names():
+        raise ValueError(f"{name!r} is not a tool; the tools are {', '.join(tool_names())}")
+    return name
+
+
 class ExpectedCall(_Strict):
-    tool: ToolName
+    tool: ToolName = Field(description="One of the backend's tools (`backend.tools.TOOLS`).")
     args: dict[str, MatcherSpec] = Field(
         default_factory=dict, description="Argument matchers; arguments not named here are not checked."
     )
@@ -125,6 +133,8 @@ class ExpectedCall(_Strict):
         default=False,
         description="The call may be left out (e.g. a lookup the context makes unnecessary); when made it must match.",
     )
+
+    _tool = field_validator("tool")(_known_tool)
 
 
 class ReplyCheck(_Strict):
@@ -159,6 +169,7 @@ class ExpectedTask(_Strict):
         return self
 
 
+assert set(ExpectedTask.model_fields) - {"ref"} == set(TASK_FIELDS), "a task field needs a matcher here"
 TaskListExpectation = list[ExpectedTask] | Literal["unchanged"]
 
 
@@ -168,7 +179,7 @@ class Turn(_Strict):
     no_tool_calls: bool = Field(default=False, description="`true`: no tool call at all (not even a lookup).")
     order: Literal["strict", "any"] = Field(default="strict", description="Whether `calls` must come in order.")
     allow_extra: list[ToolName] = Field(
-        default_factory=lambda: list[ToolName](["list_tasks"]),
+        default_factory=lambda: sorted(read_only_tools()),
         description="Read-only tools that may be called in addition to `calls` (default: an exploratory list_tasks).",
     )
     reply: ReplyCheck | None = None
@@ -180,17 +191,25 @@ class Turn(_Strict):
     def _consistent(self) -> Turn:
         if self.no_tool_calls and self.calls:
             raise ValueError("`no_tool_calls: true` and `calls` contradict each other")
-        writes = sorted(set(self.allow_extra) - READ_ONLY_TOOLS)
+        for name in self.allow_extra:
+            _known_tool(name)
+        writes = sorted(set(self.allow_extra) - read_only_tools())
         if writes:
             raise ValueError(f"allow_extra may only name read-only tools, not {writes}: a write is never free")
         return self
 
 
 class SeedTask(_Strict):
+    """A starting task, created through the tasks API (which validates it with the backend's `TaskCreate`)."""
+
     ref: str = Field(pattern=REF_PATTERN)
-    title: str = Field(min_length=1, max_length=200)
-    description: str | None = Field(default=None, max_length=1000)
+    title: str = Field(min_length=1, max_length=TITLE_MAX)
+    description: str | None = Field(default=None, max_length=DESCRIPTION_MAX)
     completed: bool = False
+
+    def creation(self) -> dict[str, Any]:
+        """The body that creates it: the fields `TaskCreate` takes (`completed` is set after, with a PATCH)."""
+        return self.model_dump(include=set(TaskCreate.model_fields))
 
 
 class Case(_Strict):
@@ -360,9 +379,14 @@ def load_dataset(path: Path | str = DEFAULT_DATASET, *, holdout: bool | None = N
 
 
 def json_schema() -> dict[str, Any]:
+    """The published schema; tool names are enumerated from the backend's tools, as validation reads them."""
     schema = DatasetFile.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "todo-agent eval dataset"
+    definitions = schema["$defs"]
+    definitions["ExpectedCall"]["properties"]["tool"]["enum"] = list(tool_names())
+    definitions["Turn"]["properties"]["allow_extra"]["items"]["enum"] = sorted(read_only_tools())
+    definitions["Turn"]["properties"]["allow_extra"]["default"] = sorted(read_only_tools())
     return schema
 
 

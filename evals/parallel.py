@@ -23,10 +23,11 @@ from dataclasses import replace
 from typing import Any
 
 from evals.cache import ResponseCache
+from evals.config import EvalConfig, default_cache_file
 from evals.dataset import Case, Dataset
+from evals.local_run import LocalRun, run_here
 from evals.runner import Job, TrialOutcome, jobs_in_order, open_cases
 from evals.scoring import TrialScore
-from evals.suite import EvalConfig, LocalRun, default_cache_file, run_here
 from evals.target import in_process_settings
 from evals.transcript import Transcript
 
@@ -69,7 +70,7 @@ def _worker(config: EvalConfig, cases: list[dict[str, Any]], jobs: Any, messages
         messages.put(("failed", f"{type(exc).__name__}: {exc}"))
         raise
     # Everything is reported and the target closed: leave without the interpreter's teardown of every module
-    # (~0.5 s that the parent would wait for), once the queue's feeder thread has flushed what was put.
+    # (which the parent would wait for), once the queue's feeder thread has flushed what was put.
     messages.close()
     messages.join_thread()
     os._exit(0)
@@ -188,7 +189,7 @@ def _start_method() -> str:
     """fork on Linux when nothing else runs in this process, else spawn.
 
     A forked worker starts with every module already imported; a spawned one imports the backend again, which costs
-    seconds of CPU per worker (the Agents SDK alone takes ~3 s on a 2-core machine), more than a short run itself.
+    seconds of CPU per worker (the Agents SDK alone is most of it), more than a short run itself.
     With another thread running, a fork could copy a lock that thread holds, and the child would wait on it forever;
     on macOS, system libraries are not fork-safe at all (Python spawns there by default).
     """

@@ -12,7 +12,9 @@ import json
 import re
 from typing import Any
 
-from evals.scripted_model import Reply, last_user_text
+from fastapi import FastAPI
+
+from evals.scripted_model import Reply, create_scripted_app, last_user_text
 
 Call = tuple[str, dict[str, Any]]
 
@@ -244,3 +246,8 @@ def reference_responder(request: dict[str, Any]) -> Reply:
     if remaining and not (done and all(c[0] == "list_tasks" for c in remaining)):
         return Reply(calls=[(name, args) for name, args in remaining])
     return Reply(text=_confirm(done))
+
+
+def reference_app() -> FastAPI:
+    """`uvicorn --factory evals.reference_agent:reference_app`: the reference agent as an instant fake model."""
+    return create_scripted_app(reference_responder)

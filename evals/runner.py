@@ -17,8 +17,9 @@ from typing import Any
 
 import httpx
 
+from backend.tools import read_only_tools
 from evals.cache import TURN_STATS, ModelCallStats
-from evals.dataset import MISSING_REF, READ_ONLY_TOOLS, Case, SeedTask, render_user_text
+from evals.dataset import MISSING_REF, Case, SeedTask, render_user_text
 from evals.scoring import TrialScore, score_trial
 from evals.target import CaseSession, Target
 from evals.transcript import ObservedCall, Transcript, TurnRecord
@@ -67,11 +68,7 @@ async def _seed(session: CaseSession, user: str, tasks: Sequence[SeedTask]) -> t
     ids: dict[str, int] = {}
     created: list[Any] = []
     for task in tasks:
-        response = await session.client.post(
-            f"/api/{user}/tasks",
-            json={"title": task.title, "description": task.description},
-            headers=session.headers(user),
-        )
+        response = await session.client.post(f"/api/{user}/tasks", json=task.creation(), headers=session.headers(user))
         if response.status_code != 201:
             raise SetupError(f"seeding {task.ref!r}: {_error_text(response)}")
         body = response.json()
@@ -248,7 +245,8 @@ def expected_model_calls(case: Case) -> int:
     calls = 0
     for turn in case.turns:
         tools = {call.tool for call in turn.calls}
-        rounds = bool(tools & READ_ONLY_TOOLS) + bool(tools - READ_ONLY_TOOLS)
+        lookups = read_only_tools()
+        rounds = bool(tools & lookups) + bool(tools - lookups)
         if not rounds and turn.allow_extra and not turn.no_tool_calls:
             rounds = 1
         calls += rounds + 1

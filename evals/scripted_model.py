@@ -99,10 +99,3 @@ def last_user_text(request: dict[str, Any]) -> str:
                 return " ".join(part.get("text", "") for part in content if isinstance(part, dict))
             return str(content or "")
     return ""
-
-
-def reference_app() -> FastAPI:
-    """`uvicorn --factory evals.scripted_model:reference_app`: the reference agent as an instant fake model."""
-    from evals.reference_agent import reference_responder
-
-    return create_scripted_app(reference_responder)

@@ -82,7 +82,7 @@ def _connect_case_database() -> sqlite3.Connection:
 class _CaseDatabasePool(NullPool):
     """Idle connections kept per case database file; a checkout takes one to the running case's file.
 
-    This lets one app serve every slot. FastAPI builds an app's routes on its first requests (~35 ms an app here),
+    This lets one app serve every slot. FastAPI builds an app's routes on its first requests (CPU paid per app),
     so an app per slot cost about half a second of CPU per run at --concurrency 16, paid while the first cases ran.
     """
 

@@ -6,6 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from backend.models import TASK_FIELDS
+
 
 class ObservedCall(BaseModel):
     """One tool call as the chat contract reported it."""
@@ -58,10 +60,5 @@ class Transcript(BaseModel):
 
 
 def task_view(task: dict[str, Any]) -> dict[str, Any]:
-    """The fields of a task that state checks look at (timestamps change on every run)."""
-    return {
-        "id": task.get("id"),
-        "title": task.get("title"),
-        "description": task.get("description"),
-        "completed": task.get("completed"),
-    }
+    """The fields of a task that state checks look at: its id and the backend's `TASK_FIELDS`."""
+    return {"id": task.get("id"), **{name: task.get(name) for name in TASK_FIELDS}}

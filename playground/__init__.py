@@ -1,7 +1,7 @@
 """The Gradio playground: chat with the agent, watch its tool calls, edit the prompt, run the evals.
 
-Kept import-light on purpose: `backend.main` mounts it, and the eval runner imports `backend.main`, so the Gradio
-app and the eval machinery are only imported when `mount` or `launch` runs.
+Kept import-light on purpose: the composition root (`todo_agent.app`) imports it to mount it, so the Gradio app and
+the eval machinery are only imported when `mount` or `launch` runs.
 """
 
 from playground.door import launch, mount

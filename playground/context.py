@@ -16,10 +16,10 @@ from agents.models.interface import Model
 from sqlalchemy import Engine
 
 from backend import db
-from backend.agent import TodoAgent, tracing_off
+from backend.agent import TodoAgent
 from backend.chat import ChatService
 from backend.llm.provider import build_model
-from backend.prompts import load_prompt
+from backend.main import agent_config, build_chat_service
 from backend.settings import LOCAL_MODEL, PROMPTS_DIR, Settings
 from evals.dataset import DEFAULT_DATASET, PROJECT_ROOT
 from playground.session import ModelChoice
@@ -56,17 +56,10 @@ class PlaygroundContext:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PlaygroundContext:
-        """Standalone: the engine, agent and chat service the app factory would build."""
-        from backend.main import agent_config  # the factory's own helper: one definition of the agent's knobs
-
-        tracing_off()
+        """Standalone: the chat service the app factory builds (`build_chat_service`), on its own engine."""
         engine = db.build_engine(settings)
         db.upgrade(engine)
-        agent = TodoAgent(build_model(settings), agent_config(settings, load_prompt(settings.system_prompt_file)))
-        chat = ChatService(
-            engine, agent, history_window=settings.history_window, task_context_limit=settings.task_context_limit
-        )
-        return cls(settings, chat)
+        return cls(settings, build_chat_service(settings, engine))
 
     @property
     def engine(self) -> Engine:
@@ -117,8 +110,6 @@ class PlaygroundContext:
 
     async def agent_for(self, choice: ModelChoice, instructions: str) -> TodoAgent:
         """The agent one turn runs: the session's prompt text and model, the server's other knobs."""
-        from backend.main import agent_config
-
         settings = self.model_settings(choice)
         config = agent_config(settings, instructions or self.chat.agent.config.instructions)
         base = self.chat.agent.config

@@ -50,8 +50,7 @@ def mount(app: FastAPI) -> None:
         return
     import gradio as gr
 
-    # Imported here, not at module level: the eval runner imports backend.main, which imports this package.
-    from playground.app import build_blocks
+    from playground.app import build_blocks  # Gradio and the eval stack, only when the playground is served
     from playground.context import PlaygroundContext
 
     context = PlaygroundContext(settings, app.state.chat)

@@ -14,15 +14,15 @@ import matplotlib
 
 matplotlib.use("Agg")  # a server: figures are rendered to images, never to a window
 
-import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.figure import Figure
 
 from backend.prompts import load_prompt, prompt_version
+from evals.analysis import tag_comparison
 from evals.compare import CaseComparison, compare
 from evals.dataset import Case, ExpectedTask, TaskListExpectation, load_dataset
 from evals.matchers import describe
-from evals.metrics import by_tag
+from evals.plots import figure, tag_bars
 from evals.reports.markdown import call_text
 from evals.results import RunResult, TrialResult
 from evals.runner import TrialOutcome
@@ -169,40 +169,35 @@ def summary_markdown(session: PlaygroundSession) -> str:
 # ---------------------------------------------------------------- the chart
 
 
-def pass_rates(session: PlaygroundSession) -> pd.DataFrame:
-    """Pass rate per tag for the candidate and, on the same cases, the baseline."""
+def compared_runs(session: PlaygroundSession) -> dict[str, RunResult]:
+    """The candidate and, on the same cases, the baseline: what the per-tag chart puts side by side."""
     if session.candidate is None:
-        return pd.DataFrame(columns=["tag", "run", "pass_rate"])
-    frames = [by_tag(session.candidate.trials).assign(run="candidate")]
+        return {}
+    runs: dict[str, RunResult] = {}
     if session.comparison is not None:
         ran = set(session.candidate.by_case())
         same_cases = [t for t in session.comparison.baseline.trials if t.case_id in ran]
         if same_cases:
-            frames.insert(0, by_tag(same_cases).assign(run="baseline"))
-    table = pd.concat(frames, ignore_index=True)
-    return table[["tag", "run", "pass_rate"]]
+            runs["baseline"] = session.comparison.baseline.model_copy(update={"trials": same_cases})
+    runs["candidate"] = session.candidate
+    return runs
+
+
+def pass_rates(session: PlaygroundSession) -> pd.DataFrame:
+    """Pass rate per tag, a column per run (`evals.analysis.tag_comparison`, as the notebooks and reports use)."""
+    return tag_comparison(compared_runs(session))
 
 
 def pass_rate_figure(session: PlaygroundSession) -> Figure:
-    table = pass_rates(session)
-    figure, axes = plt.subplots(figsize=(9, 3.2), layout="constrained")
-    if table.empty:
+    """The per-tag chart (`evals.plots`: a Figure of its own, no pyplot state in a long-running server)."""
+    runs = compared_runs(session)
+    fig, axes = figure(width=9, height=3.6)
+    if not runs:
         axes.text(0.5, 0.5, "run the evals to see pass rates", ha="center", va="center")
         axes.set_axis_off()
-        return figure
-    wide = table.pivot_table(index="tag", columns="run", values="pass_rate")
-    runs = [r for r in ("baseline", "candidate") if r in wide.columns]
-    colours = {"baseline": "#9aa5b1", "candidate": "#2f7ed8"}
-    width = 0.8 / len(runs)
-    for offset, run_name in enumerate(runs):
-        positions = [i + (offset - (len(runs) - 1) / 2) * width for i in range(len(wide.index))]
-        axes.bar(positions, wide[run_name].fillna(0), width=width, label=run_name, color=colours[run_name])
-    axes.set_xticks(range(len(wide.index)), list(wide.index), rotation=35, ha="right", fontsize=8)
-    axes.set_ylim(0, 1.05)
-    axes.set_ylabel("pass rate")
-    axes.legend(loc="lower right", fontsize=8)
-    axes.set_title("Pass rate per tag", fontsize=10)
-    return figure
+        return fig
+    tag_bars(runs, axes)
+    return fig
 
 
 # ---------------------------------------------------------------- one case, side by side

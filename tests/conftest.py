@@ -3,7 +3,10 @@ through httpx, and a scripted model at the model boundary."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -83,7 +86,7 @@ def make_settings(tmp_path: Path, database_url: str | None = None, **overrides: 
         "openai_base_url": "http://scripted.test/v1",
         "openai_api_key": "test",
         "model_timeout": 10.0,
-        "playground_enabled": False,  # mounted only by the tests that need it (building it costs ~0.4 s an app)
+        "playground_enabled": False,  # mounted only by the tests that need it (building it is slow)
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
@@ -181,3 +184,82 @@ def wait_for_a_fresh_window(margin: float = 8.0) -> None:
     into = time.time() % 60
     if into > 60 - margin:
         time.sleep(60 - into + 0.2)
+
+
+# ---------------------------------------------------------------- synchronising with a turn, without sleeps
+
+
+async def reached(event: asyncio.Event) -> None:
+    """Wait for the model to be asked. Bounded only so that a regression (a turn that never reaches the model)
+    fails the test instead of hanging the suite; it is not a timing assertion."""
+    try:
+        await asyncio.wait_for(event.wait(), timeout=30)
+    except TimeoutError:
+        pytest.fail("the turn never reached the model")
+
+
+class Hold:
+    """A model call held open until the test releases it: a turn that is running, for as long as the test needs.
+    For an app on the test's own event loop (httpx's ASGI transport)."""
+
+    def __init__(self) -> None:
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def __call__(self) -> None:
+        self.entered.set()
+        await self.release.wait()
+
+
+class ThreadHold:
+    """The same for an app served by uvicorn in a thread (`tests.live_server`): its loop is not the test's."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    async def __call__(self) -> None:
+        self.entered.set()
+        await asyncio.to_thread(self.release.wait, 60)
+
+    async def reached(self) -> None:
+        if not await asyncio.to_thread(self.entered.wait, 30):
+            pytest.fail("the turn never reached the model")
+
+
+class TurnLog(logging.Handler):
+    """Every turn's end, as `ChatService` logs it after storing the outcome and releasing the lease: a test waits
+    for "the turn is over" on this, whichever thread ran it."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.INFO)
+        self.records: list[logging.LogRecord] = []
+        self.changed = threading.Condition()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with self.changed:
+            self.records.append(record)
+            self.changed.notify_all()
+
+    async def ended(self, count: int) -> list[logging.LogRecord]:
+        """The first `count` turn ends, once there are that many (bounded, so a regression fails rather than hangs)."""
+
+        def wait() -> bool:
+            with self.changed:
+                return self.changed.wait_for(lambda: len(self.records) >= count, timeout=30)
+
+        if not await asyncio.to_thread(wait):
+            pytest.fail(f"only {len(self.records)} of {count} turns ended")
+        return self.records[:count]
+
+
+@pytest.fixture
+def turn_log() -> Iterator[TurnLog]:
+    handler = TurnLog()
+    logger = logging.getLogger("todo_agent.turn")
+    previous = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    yield handler
+    logger.removeHandler(handler)
+    logger.setLevel(previous)

@@ -1,4 +1,4 @@
-"""Helpers for the eval-suite tests: scripted runs, and the planted faults of issue 4's "Must hold"."""
+"""Helpers for the eval-suite tests: scripted runs, and the planted faults the gate must catch."""
 
 from __future__ import annotations
 

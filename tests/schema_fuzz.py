@@ -24,7 +24,7 @@ from schemathesis.core.failures import Failure, FailureGroup
 from schemathesis.core.result import Err
 from schemathesis.python import asgi as schemathesis_asgi
 
-from backend import crud, db
+from backend import conversation_changes, crud, db
 from backend.auth import mint_token
 from backend.db import session_scope
 from backend.llm.provider import build_model
@@ -103,10 +103,12 @@ def build_target(settings: Settings) -> FuzzTarget:
             assert task.id is not None
             target.task_ids.append(task.id)
         for index in range(3):
-            conversation = crud.create_conversation(session, user_id=SEEDED_USER, title=f"chat {index}")
+            conversation = conversation_changes.create_conversation(session, user_id=SEEDED_USER, title=f"chat {index}")
             assert conversation.id is not None
-            crud.add_message(session, user_id=SEEDED_USER, conversation_id=conversation.id, role="user", content="hi")
-            crud.add_message(
+            conversation_changes.add_message(
+                session, user_id=SEEDED_USER, conversation_id=conversation.id, role="user", content="hi"
+            )
+            conversation_changes.add_message(
                 session,
                 user_id=SEEDED_USER,
                 conversation_id=conversation.id,

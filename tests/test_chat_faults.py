@@ -10,7 +10,7 @@ from sqlmodel import Session
 from backend import crud
 from evals.reference_agent import reference_responder
 from evals.scripted_model import Reply, script
-from tests.conftest import Harness, new_user
+from tests.conftest import Harness, Hold, new_user, reached
 
 
 def stored(harness: Harness, conversation_id: int) -> list[tuple[str, str]]:
@@ -115,12 +115,14 @@ async def test_a_tool_call_loop_is_stopped_at_the_turn_bound(make_harness: Any) 
 async def test_a_running_turn_makes_a_concurrent_turn_409(make_harness: Any) -> None:
     import asyncio
 
-    harness: Harness = await make_harness(script(["first", Reply(text="slow", delay=0.5)], then=reference_responder))
+    hold = Hold()
+    harness: Harness = await make_harness(script(["first", Reply(text="slow", wait=hold)], then=reference_responder))
     user = new_user()
     conversation_id = (await harness.chat(user, "hello")).json()["conversation_id"]
     slow = asyncio.create_task(harness.chat(user, "slow one", conversation_id))
-    await asyncio.sleep(0.15)
+    await reached(hold.entered)
     busy = await harness.chat(user, "impatient", conversation_id)
+    hold.release.set()
     assert busy.status_code == 409 and busy.json()["error"]["code"] == "conflict"
     assert (await slow).status_code == 200
     assert (await harness.chat(user, "after", conversation_id)).status_code == 200

@@ -6,9 +6,7 @@ applied to a model of the thread, which must then equal what `items.list` return
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,11 +43,11 @@ from httpx_sse import aconnect_sse
 from pydantic import TypeAdapter
 from sqlmodel import Session
 
-from backend import crud, db
+from backend import conversation_changes, db
 from backend.main import create_app
 from evals.reference_agent import reference_responder
 from evals.scripted_model import Reply, script
-from tests.conftest import Harness, make_settings, new_user
+from tests.conftest import Harness, ThreadHold, TurnLog, make_settings, new_user
 from tests.live_server import serve
 
 STREAM_EVENT: TypeAdapter[ThreadStreamEvent] = TypeAdapter(ThreadStreamEvent)
@@ -612,7 +610,9 @@ async def test_a_running_turn_makes_new_turns_on_the_thread_409(door: Door) -> N
     thread = model.thread.id
     user_item = next(iter(model.items))
     with Session(door.harness.app.state.engine) as session:  # another worker's turn holds the conversation
-        lease = crud.acquire_turn_lease(session, conversation_id=conversation_id(thread), user_id=user, seconds=60)
+        lease = conversation_changes.acquire_turn_lease(
+            session, conversation_id=conversation_id(thread), user_id=user, seconds=60
+        )
         assert lease is not None
     for body in (add_body(thread, "Hello again"), retry_body(thread, user_item)):
         answer = await door.post(user, body)
@@ -620,7 +620,7 @@ async def test_a_running_turn_makes_new_turns_on_the_thread_409(door: Door) -> N
     # Reading is fine meanwhile, and nothing was stored by the refused turns.
     assert len(await door.items(user, thread)) == 2
     with Session(door.harness.app.state.engine) as session:
-        crud.release_turn_lease(session, lease=lease)
+        conversation_changes.release_turn_lease(session, lease=lease)
     model = await door.stream(user, add_body(thread, "Hello again"), model)
     assert_model_matches(model, await door.items(user, thread))
 
@@ -637,10 +637,13 @@ async def test_item_ids_are_unique_across_threads_and_turns(door: Door) -> None:
     assert "__fake_id__" not in ids
 
 
-async def test_a_client_that_hangs_up_mid_turn_leaves_the_reply_stored(make_harness: Any, database_url: str) -> None:
+async def test_a_client_that_hangs_up_mid_turn_leaves_the_reply_stored(
+    make_harness: Any, database_url: str, turn_log: TurnLog
+) -> None:
+    hold = ThreadHold()  # the reply waits until the client has hung up
     harness: Harness = await make_harness(
         script(
-            [Reply(calls=[("add_task", {"title": "Walk the dog"})]), Reply(text="Added 'Walk the dog'.", delay=1.0)],
+            [Reply(calls=[("add_task", {"title": "Walk the dog"})]), Reply(text="Added 'Walk the dog'.", wait=hold)],
             then=reference_responder,
         ),
         database_url=database_url,
@@ -659,14 +662,12 @@ async def test_a_client_that_hangs_up_mid_turn_leaves_the_reply_stored(make_harn
                     if isinstance(event, ThreadItemUpdatedEvent) and isinstance(event.update, WorkflowTaskUpdated):
                         break  # hang up once the tool call is done, before the reply exists
             assert thread is not None
+            await hold.reached()
+            hold.release.set()
+            await turn_log.ended(1)  # the turn goes on without its client and stores its reply
             door = Door(Harness(harness.app, harness.model_app, client, harness.settings))
-            deadline = time.monotonic() + 10
-            while True:  # the turn goes on without its client and stores its reply
-                items = await door.items(user, thread)
-                if [item.type for item in items] == ["user_message", "workflow", "assistant_message"]:
-                    break
-                assert time.monotonic() < deadline, items
-                await asyncio.sleep(0.1)
+            items = await door.items(user, thread)
+            assert [item.type for item in items] == ["user_message", "workflow", "assistant_message"]
             follow_up = await door.stream(user, add_body(thread, "Show me all my tasks"))  # the lease was released
             assert "Walk the dog" in follow_up.text[-1]
 

@@ -17,7 +17,7 @@ from sqlmodel import Session
 
 from backend import crud
 from evals.scripted_model import Reply, last_user_text
-from tests.conftest import Harness, new_user
+from tests.conftest import Harness, Hold, new_user, reached
 
 TURNS = 12
 
@@ -109,7 +109,7 @@ async def test_clients_that_retry_on_409_get_every_turn_stored_in_order(
                 return text
             assert response.status_code == 409, response.text
             conflicts += 1
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.01)  # a client's back-off before it tries again, as a real one would
         raise AssertionError(f"{text} never got a turn")
 
     accepted = await asyncio.gather(*(send_until_accepted(i) for i in range(8)))
@@ -123,9 +123,13 @@ async def test_clients_that_retry_on_409_get_every_turn_stored_in_order(
 
 async def test_a_streamed_turn_holds_the_conversation_too(make_harness: Callable[..., Any], database_url: str) -> None:
     """While an SSE turn runs, a JSON turn on the same conversation is a 409; afterwards it goes through."""
-    harness = await make_harness(
-        lambda request: Reply(text=f"echo: {last_user_text(request)}", delay=0.3), database_url=database_url
-    )
+    hold = Hold()
+
+    def respond(request: dict[str, Any]) -> Reply:
+        held = last_user_text(request) == "streamed"
+        return Reply(text=f"echo: {last_user_text(request)}", wait=hold if held else None)
+
+    harness = await make_harness(respond, database_url=database_url)
     user = new_user()
     conversation_id = await start(harness, user)
     headers = {**harness.auth(user), "Accept": "text/event-stream"}
@@ -136,8 +140,9 @@ async def test_a_streamed_turn_holds_the_conversation_too(make_harness: Callable
         return response.text
 
     stream_task = asyncio.create_task(streamed())
-    await asyncio.sleep(0.1)
+    await reached(hold.entered)
     blocked = await harness.chat(user, "meanwhile", conversation_id)
+    hold.release.set()
     assert blocked.status_code == 409
     assert "event: done" in await stream_task
     after = await harness.chat(user, "after", conversation_id)

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from backend.cli import app
 from backend.settings import get_settings
 from evals.compare import ExitCode
 from evals.results import RunResult
+from todo_agent.cli import app
 
 
 @pytest.fixture(autouse=True)

@@ -12,11 +12,12 @@ import pytest
 
 from backend.settings import DEFAULT_PROMPT_FILE, get_settings
 from evals.compare import ExitCode, compare, gate
+from evals.config import CACHE_DIR
 from evals.dataset import load_dataset
 from evals.reports import render_junit, render_markdown
 from evals.results import RunResult
 from evals.runner import expected_model_calls
-from evals.suite import CACHE_DIR, EvalConfig, run_evals
+from evals.suite import EvalConfig, run_evals
 from tests.evals_support import (
     delete_instead_of_complete,
     drop_description,
@@ -96,7 +97,7 @@ def _committed_cache_copy(tmp_path: Path) -> Path:
 async def test_a_prompt_without_the_lookup_instruction_regresses_by_title_cases_on_the_local_model(
     tmp_path: Path,
 ) -> None:
-    """(a) as issue 4 states it: remove the rule on acting on a task named by its title from the prompt (it lives in
+    """(a) remove the rule on acting on a task named by its title from the prompt (it lives in
     the prompt's turn context, next to the task list it refers to); by-title cases must regress, and only those.
     The baseline side replays the committed cache (unchanged prompt); the candidate runs live."""
     text = DEFAULT_PROMPT_FILE.read_text(encoding="utf-8")

@@ -2,25 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import os
 import subprocess
 import sys
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
-from backend.cli import app
+from evals.cache import TURN_STATS, ModelCallStats, RecordReplayTransport
 from evals.dataset import load_dataset
+from evals.local_run import run_here
 from evals.parallel import _start_method
 from evals.results import RunResult
 from evals.runner import Job, expected_model_calls, jobs_in_order, open_cases
-from evals.suite import auto_workers, run_evals, run_here
+from evals.suite import auto_workers, run_evals
+from tests.conftest import Hold
 from tests.evals_support import InFlight, scripted_config
+from todo_agent.cli import app
 
 IDS = ["ref-add-groceries", "ref-complete-by-id", "multi-add-two", "follow-add-then-complete", "chat-hello"]
 
@@ -162,38 +168,68 @@ async def test_concurrency_bounds_the_model_requests_in_flight_not_the_cases(tmp
     assert open_cases(3) > 3
 
 
-async def test_a_turns_latency_leaves_out_its_waits_for_a_model_slot(tmp_path: Path) -> None:
-    """One model slot, two cases open: each waits for the other's model calls, and those waits are the run's
-    scheduling, recorded as `queued_ms`, not the agent's latency."""
-    model = InFlight(delay=0.25)
-    ids = ["ref-add-groceries", "ref-complete-by-id", "multi-add-two", "chat-hello"]
-    run = await run_evals(scripted_config(tmp_path, model, ids=ids, concurrency=1))
-    assert model.most_at_once == 1
-    turns = [turn for t in run.trials for turn in t.transcript.turns]
-    for turn in turns:
-        assert turn.latency_ms is not None and turn.model_latency_ms is not None
-        assert turn.model_latency_ms <= turn.latency_ms < turn.model_latency_ms + 200, turn
-    assert max(t.transcript.queued_ms or 0 for t in run.trials) >= 200
+class HeldModel(httpx.AsyncBaseTransport):
+    """A model endpoint whose answers wait until the test releases them, each on its own Hold."""
+
+    def __init__(self) -> None:
+        self.holds: list[Hold] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        hold = Hold()
+        self.holds.append(hold)
+        await hold()
+        return httpx.Response(200, json={"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 1}})
 
 
-async def test_waits_for_a_model_slot_do_not_count_against_the_turn_timeout(tmp_path: Path) -> None:
-    """A 1 s turn timeout; each answer takes 0.6 s, and the second case waits ~0.6 s for the one model slot first.
-    Counting that wait would time it out."""
-    one_call = [c.id for c in load_dataset().cases if expected_model_calls(c) == 1 and len(c.turns) == 1][:2]
-    await run_evals(scripted_config(tmp_path / "warm", ids=one_call[:1]))  # the process's first agent run is slower
-    model = InFlight(delay=0.6)
-    run = await run_evals(scripted_config(tmp_path, model, ids=one_call, concurrency=1, turn_timeout=1.0))
-    assert len(one_call) == 2 and model.most_at_once == 1
-    assert [turn.error for t in run.trials for turn in t.transcript.turns] == [None, None]
-    assert max(t.transcript.queued_ms or 0 for t in run.trials) >= 400
+async def test_a_wait_for_the_model_slot_is_queued_time_not_latency_and_moves_the_turn_deadline() -> None:
+    """One model slot, two requests: the second waits for the first. That wait is the run's scheduling: it is counted
+    as queued time, pushes the turn's timeout back by as much, and is not model latency. (A clock of the test's own
+    stands for time passing: nothing here depends on how fast the machine is.)"""
+    now = [1000.0]
+    model = HeldModel()
+    transport = RecordReplayTransport(model, max_in_flight=1, clock=lambda: now[0])
+    request = httpx.Request("POST", "http://model/v1/chat/completions", json={"messages": []})
+
+    async def turn() -> tuple[ModelCallStats, float | None]:
+        stats = ModelCallStats()
+        TURN_STATS.set(stats)
+        async with asyncio.timeout(3600) as deadline:
+            stats.deadline = deadline
+            before = deadline.when()
+            await transport.handle_async_request(request)
+            moved = (deadline.when() or 0) - (before or 0)
+        return stats, moved
+
+    first = asyncio.create_task(turn())
+    while not model.holds:  # the first request holds the one slot
+        await asyncio.sleep(0)
+    second = asyncio.create_task(turn())
+    await asyncio.sleep(0)  # the second is now waiting for the slot
+    now[0] += 7.0  # seven seconds pass while it waits
+    model.holds[0].release.set()
+    (first_stats, first_moved) = await first
+    while len(model.holds) < 2:
+        await asyncio.sleep(0)
+    now[0] += 2.0  # the second's own model call takes two
+    model.holds[1].release.set()
+    second_stats, second_moved = await second
+    assert (first_stats.queued_s, first_moved) == (0.0, 0.0)
+    assert second_stats.queued_s == 7.0 and second_moved == 7.0
+    assert second_stats.latency_s == 2.0 and first_stats.latency_s == 7.0
 
 
 async def test_a_run_gives_the_heap_back_to_the_collector(tmp_path: Path) -> None:
-    """A run freezes what is alive once its target is up (no full collection walks the backend mid-run), and
-    unfreezes it at the end: in a process that runs many evals, frozen garbage would never be collected."""
+    """With the speed aids (`--workers`), a worker's share freezes what is alive once its target is up (no full
+    collection walks the backend mid-run), and unfreezes it at the end: in a process that runs many evals, frozen
+    garbage would never be collected. Without them (the default) nothing is frozen."""
     frozen_during: list[int] = []
-    run = await run_evals(
-        scripted_config(tmp_path, ids=IDS[:2]), on_result=lambda _outcome: frozen_during.append(gc.get_freeze_count())
-    )
-    assert len(run.trials) == 2 and min(frozen_during) > 0
+    config = replace(scripted_config(tmp_path, ids=IDS[:2]), workers=2)
+    dataset = load_dataset().select(ids=IDS[:2])
+    run = await run_here(config, dataset, on_result=lambda _outcome: frozen_during.append(gc.get_freeze_count()))
+    assert len(run.outcomes) == 2 and min(frozen_during) > 0
     assert gc.get_freeze_count() == 0
+    plain: list[int] = []
+    await run_evals(
+        scripted_config(tmp_path, ids=IDS[:1]), on_result=lambda _outcome: plain.append(gc.get_freeze_count())
+    )
+    assert plain == [0]

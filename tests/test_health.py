@@ -77,7 +77,7 @@ def test_the_app_keeps_tracing_off_without_building_the_sdks_exporter(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Nothing leaves the machine. The SDK's default trace provider builds an exporter (an HTTP client, a TLS
-    context: ~50 ms a process) even with tracing disabled; the app installs one with no processor."""
+    context, in every process) even with tracing disabled; the app installs one with no processor."""
     monkeypatch.setattr(agents.tracing.setup, "GLOBAL_TRACE_PROVIDER", None)  # a process that never traced
     create_app(make_settings(tmp_path), migrate=False)
     provider = get_trace_provider()

@@ -55,10 +55,10 @@ def two_backends(tmp_path: Path, extra_env: dict[str, str]) -> Iterator[tuple[li
     }
     ports = [free_port(), free_port()]
     with contextlib.ExitStack() as stack:
-        stack.enter_context(uvicorn_process("evals.scripted_model:reference_app", model_port))
+        stack.enter_context(uvicorn_process("evals.reference_agent:reference_app", model_port))
         wait_until_up(f"http://127.0.0.1:{model_port}/v1/models")
         for port in ports:
-            stack.enter_context(uvicorn_process("backend.main:create_app", port, env))
+            stack.enter_context(uvicorn_process("todo_agent.app:create_app", port, env))
         bases = [f"http://127.0.0.1:{port}" for port in ports]
         for base in bases:
             wait_until_up(f"{base}/health/live")

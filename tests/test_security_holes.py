@@ -28,15 +28,15 @@ from sqlmodel import Session
 
 from backend import db
 from backend.llm.provider import build_model
-from backend.main import create_app
 from backend.models import Conversation, utcnow
 from backend.settings import Settings
 from evals.reference_agent import reference_responder
 from evals.scripted_model import Reply, asgi_http_client, create_scripted_app, last_user_text
-from tests.conftest import PG_URL, TEST_SECRET, Harness, make_settings, new_user
+from tests.conftest import PG_URL, TEST_SECRET, Harness, Hold, make_settings, new_user, reached
 from tests.live_server import serve
 from tests.test_chatkit import add_body, create_body, delete_body, list_body, update_body
 from tests.test_mcp import mcp_client, payload
+from todo_agent.app import create_app
 
 REAL_SECRET = "a-real-production-secret-" + "q" * 24
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -48,27 +48,6 @@ def hs256(user: object, secret: str = TEST_SECRET, **claims: Any) -> str:
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
-
-
-async def reached(event: asyncio.Event) -> None:
-    """Wait for the model to be asked. Bounded only so that a regression (a turn that never reaches the model)
-    fails the test instead of hanging the suite; it is not a timing assertion."""
-    try:
-        await asyncio.wait_for(event.wait(), timeout=30)
-    except TimeoutError:
-        pytest.fail("the turn never reached the model")
-
-
-class Hold:
-    """A model call held open until the test releases it: a turn that is running, for as long as the test needs."""
-
-    def __init__(self) -> None:
-        self.entered = asyncio.Event()
-        self.release = asyncio.Event()
-
-    async def __call__(self) -> None:
-        self.entered.set()
-        await self.release.wait()
 
 
 def held_first_then_echo(holds: list[Hold]) -> Callable[[dict[str, Any]], Reply]:

@@ -97,12 +97,12 @@ class ConversationStore(Store[RequestContext]):
         return await self._run(lambda session: self._metadata(self._conversation(session, context, thread_id)))
 
     async def save_thread(self, thread: ThreadMetadata, context: RequestContext) -> None:
-        def save(session: Session) -> None:
-            conversation = self._conversation(session, context, thread.id)
-            if thread.title is not None and thread.title != conversation.title:
-                crud.rename_conversation(session, conversation=conversation, title=thread.title)
-
-        await self._run(save)
+        current = await self.load_thread(thread.id, context)
+        conversation_id = parse_thread_id(thread.id)
+        if thread.title is not None and thread.title != current.title and conversation_id is not None:
+            await self.chat.rename_conversation(
+                user_id=context.user_id, conversation_id=conversation_id, title=thread.title
+            )
 
     async def load_threads(
         self, limit: int, after: str | None, order: str, context: RequestContext

@@ -1,8 +1,8 @@
 """An AsyncOpenAI client whose Chat Completions call sends the request body as given.
 
 The SDK walks every request through a TypedDict transform (aliases, dates, base64 files) before sending it. For the
-plain JSON the Agents SDK builds, that walk is an identity, yet it cost 5.8 ms per call with a 20-message history on
-this 2-core machine — most of a turn's own overhead (bench/chat_api.py). This client skips it and keeps everything
+plain JSON the Agents SDK builds, that walk is an identity, yet it was most of a turn's own overhead with a long
+history (`bench/chat_api.py` measures it). This client skips it and keeps everything
 else: retries, timeouts, auth, streaming, response parsing. `tests/test_direct_client.py` checks that what it sends
 equals what the SDK's transform would have sent.
 """

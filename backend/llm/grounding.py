@@ -51,13 +51,16 @@ def grounded(value: str, user_text: str, beside: str = "") -> bool:
 
 
 def optional_text_arguments(tool: dict[str, Any]) -> set[str]:
-    """A tool's optional string arguments, from its JSON schema."""
+    """A tool's optional free-text arguments, from its JSON schema (a string with a fixed set of values is not)."""
     parameters = (tool.get("function") or {}).get("parameters") or {}
     required = set(parameters.get("required") or [])
     return {
         name
         for name, schema in (parameters.get("properties") or {}).items()
-        if name not in required and isinstance(schema, dict) and schema.get("type") == "string"
+        if name not in required
+        and isinstance(schema, dict)
+        and schema.get("type") == "string"
+        and not ({"enum", "const", "pattern", "format"} & set(schema))
     }
 
 

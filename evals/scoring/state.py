@@ -10,35 +10,36 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from backend.models import TASK_FIELDS
 from evals.dataset import ExpectedTask, SeedTask, TaskListExpectation
 from evals.matchers import ABSENT, MatchContext, describe, is_blank, match_value
 from evals.transcript import task_view
 
 
 def seed_view(seed: SeedTask, task_id: int) -> dict[str, Any]:
-    return {"id": task_id, "title": seed.title, "description": seed.description, "completed": seed.completed}
+    values = seed.model_dump()
+    return {"id": task_id, **{name: values.get(name) for name in TASK_FIELDS}}
 
 
-def _same_text(a: Any, b: Any) -> bool:
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):
+        return bool(a) is bool(b)
     return (is_blank(a) and is_blank(b)) or a == b
 
 
 def _field_problems(
     expected: ExpectedTask, task: dict[str, Any], ctx: MatchContext, default: dict[str, Any]
 ) -> list[str]:
-    """Differences in title, description and completed; `default` holds the values a field not given must keep."""
-    fields = expected.model_fields_set
+    """Differences in the task's fields (`TASK_FIELDS`); `default` holds what a field not given must still be."""
+    given = expected.model_fields_set
     problems = []
-    for name in ("title", "description"):
-        if name in fields:
+    for name in TASK_FIELDS:
+        if name in given:
             result = match_value(getattr(expected, name), task.get(name, ABSENT), ctx)
             if not result.ok:
                 problems.append(f"{name} {result.reason}")
-        elif name in default and not _same_text(task.get(name), default[name]):
+        elif name in default and not _same(task.get(name), default[name]):
             problems.append(f"{name} changed from {default[name]!r} to {task.get(name)!r}")
-    completed = expected.completed if expected.completed is not None else default.get("completed", False)
-    if bool(task.get("completed")) != completed:
-        problems.append(f"completed is {task.get('completed')}, expected {completed}")
     return problems
 
 
@@ -49,9 +50,8 @@ def task_problem(
     if expected.ref is not None:
         if task.get("id") != ctx.ids.get(expected.ref):
             return "another task"
-        seed = seeds[expected.ref]
-        default = {"title": seed.title, "description": seed.description, "completed": seed.completed}
-        return "; ".join(_field_problems(expected, task, ctx, default)) or None
+        seed = seeds[expected.ref].model_dump()
+        return "; ".join(_field_problems(expected, task, ctx, {name: seed.get(name) for name in TASK_FIELDS})) or None
     if task.get("id") in set(ctx.ids.values()):
         return "a seeded task, not a new one"
     if "title" not in expected.model_fields_set:  # pragma: no cover - the schema requires a title for new tasks

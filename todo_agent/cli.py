@@ -1,7 +1,12 @@
-"""`todo-agent`: serve the product, run the local model, mint a token, migrate the database, run evals."""
+"""`todo-agent`: serve the product, run the local model, mint a token, migrate the database, run evals.
+
+The eval suite and the playground are subcommands when their extras are installed; `serve` starts the app of
+`todo_agent.app`. Heavy imports (uvicorn, the eval stack, Gradio) happen inside the commands that need them.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from typing import Annotated
 
@@ -10,7 +15,6 @@ from rich.console import Console
 
 from backend.settings import Settings, SettingsError
 from backend.settings import get_settings as _get_settings
-from evals.cli import app as eval_app
 
 app = typer.Typer(
     help="todo-agent: chat backend, prompt playground and eval suite.",
@@ -65,7 +69,7 @@ def serve(
     port = port or settings.port
     console.print(f"serving on http://{host}:{port}  (docs: http://{host}:{port}/docs)")
     uvicorn.run(
-        "backend.main:create_app",
+        "todo_agent.app:create_app",
         factory=True,
         host=host,
         port=port,
@@ -82,6 +86,7 @@ def playground(
     port: Annotated[int, typer.Option(envvar="PLAYGROUND_PORT", help="Port")] = 7860,
 ) -> None:
     """Run the prompt playground alone (chat, prompt editor, evals), starting the local model if needed."""
+    _missing("playground", "gradio")
     from playground import launch
 
     settings = get_settings()
@@ -126,6 +131,23 @@ def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
     console.print(f"[green]database at {revision}[/green]")
 
 
-os.environ.setdefault("DEEPEVAL_TELEMETRY_OPT_OUT", "1")
-os.environ.setdefault("DEEPEVAL_DISABLE_DOTENV", "1")
-app.add_typer(eval_app, name="eval")
+def _missing(extra: str, module: str) -> None:
+    if importlib.util.find_spec(module) is None:
+        console.print(f"[red]this needs the {extra} extra: pip install 'todo-agent[{extra}]'[/red]")
+        raise typer.Exit(2)
+
+
+@app.command(
+    "eval",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
+    help="The eval suite: run, compare, baseline, validate, schema (`todo-agent eval --help`).",
+)
+def eval_command(ctx: typer.Context) -> None:
+    """Hands its arguments to the eval CLI, imported only now: `serve` never loads the eval stack."""
+    _missing("evals", "pandas")
+    # deepeval reads these when it is imported: set them before anything can import it.
+    os.environ.setdefault("DEEPEVAL_TELEMETRY_OPT_OUT", "1")
+    os.environ.setdefault("DEEPEVAL_DISABLE_DOTENV", "1")
+    from evals.cli import app as eval_app
+
+    eval_app(list(ctx.args), prog_name="todo-agent eval")
