@@ -6,10 +6,12 @@ Every door renders these events its own way (JSON, SSE, ChatKit, Gradio); none o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +25,7 @@ from agents.tool_context import ToolContext
 from agents.tracing import set_trace_provider
 from agents.tracing.provider import DefaultTraceProvider
 
-from backend import tools
+from backend import metrics, tools, tracing
 from backend.models import Message
 from backend.prompts import split_prompt
 
@@ -169,7 +171,89 @@ def history_items(messages: Sequence[Message]) -> list[TResponseInputItem]:
     return items
 
 
+# ---------------------------------------------------------------- the turn's deadline
+
+
+@dataclass
+class _Deadline:
+    """The running turn's timeout, reachable from code the turn calls (the model client's transport)."""
+
+    timeout: asyncio.Timeout | None = None
+
+
+_TURN_DEADLINE: ContextVar[_Deadline | None] = ContextVar("todo_agent_turn_deadline", default=None)
+
+
+def extend_turn_deadline(seconds: float) -> None:
+    """Move the running turn's deadline `seconds` later: for time a caller's own transport spent waiting for a free
+    model slot (the eval runner's), which says nothing about whether the model answers in time. Outside a turn,
+    nothing happens."""
+    holder = _TURN_DEADLINE.get()
+    if holder is None or holder.timeout is None or seconds <= 0:
+        return
+    when = holder.timeout.when()
+    if when is not None:
+        holder.timeout.reschedule(when + seconds)
+
+
+def turn_deadline() -> float | None:
+    """The event-loop time the running turn times out at (None outside a turn)."""
+    holder = _TURN_DEADLINE.get()
+    return holder.timeout.when() if holder is not None and holder.timeout is not None else None
+
+
+@contextlib.contextmanager
+def _deadline_holder() -> Iterator[_Deadline]:
+    """Set before the Agents SDK starts its run: a streamed run is a task that copies the context when created,
+    before the timeout exists, so the variable holds a box the timeout is put in."""
+    holder = _Deadline()
+    token = _TURN_DEADLINE.set(holder)
+    try:
+        yield holder
+    finally:
+        _TURN_DEADLINE.reset(token)
+
+
 # ---------------------------------------------------------------- the agent
+
+
+class MeteredModel(Model):
+    """The agent's model with each call's latency observed; everything else is the wrapped model's."""
+
+    def __init__(self, inner: Model) -> None:
+        self.inner = inner
+
+    async def get_response(self, *args: Any, **kwargs: Any) -> Any:
+        started, outcome, call_span = time.perf_counter(), "error", tracing.start("model_call")
+        try:
+            response = await self.inner.get_response(*args, **kwargs)
+            outcome = "ok"
+            return response
+        finally:
+            metrics.MODEL_CALL_SECONDS.labels(outcome).observe(time.perf_counter() - started)
+            tracing.end(call_span, outcome=outcome)
+
+    def stream_response(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        return self._stream(*args, **kwargs)
+
+    async def _stream(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        started, outcome, call_span = time.perf_counter(), "error", tracing.start("model_call", streamed=True)
+        try:
+            async for event in self.inner.stream_response(*args, **kwargs):
+                yield event
+            outcome = "ok"
+        finally:
+            metrics.MODEL_CALL_SECONDS.labels(outcome).observe(time.perf_counter() - started)
+            tracing.end(call_span, outcome=outcome)
+
+    def get_retry_advice(self, request: Any) -> Any:
+        return self.inner.get_retry_advice(request)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    async def _cleanup_on_run_end(self, owner: object) -> None:
+        await self.inner._cleanup_on_run_end(owner)
 
 
 @dataclass(frozen=True)
@@ -187,6 +271,7 @@ class TodoAgent:
 
     def __init__(self, model: Model, config: AgentConfig) -> None:
         self.model = model
+        model = MeteredModel(model)
         self.config = config
         self.prompt = split_prompt(config.instructions)
         extra = {"seed": config.seed} if config.seed is not None else None
@@ -227,23 +312,25 @@ class TodoAgent:
         if turn_context:
             items.append({"role": "system", "content": turn_context})
         items.append({"role": "user", "content": message})
+        turn_span = tracing.start("turn", streamed=stream_tokens)
         if not stream_tokens:
-            async for whole_event in self._run_whole(state, items):
+            async for whole_event in self._run_whole(state, items, turn_span):
                 yield whole_event
             return
-        result = Runner.run_streamed(
-            self._agent,
-            items,
-            context=state,
-            max_turns=self.config.max_turns,
-            run_config=RunConfig(tracing_disabled=True),
-        )
+        with _deadline_holder() as deadline, tracing.use(turn_span):  # the run's task inherits both
+            result = Runner.run_streamed(
+                self._agent,
+                items,
+                context=state,
+                max_turns=self.config.max_turns,
+                run_config=RunConfig(tracing_disabled=True),
+            )
         texts: list[str] = []
         current: list[str] = []
         finished: set[str] = set()
         failure: AgentFailure | None = None
         try:
-            async with asyncio.timeout(self.config.timeout):
+            async with asyncio.timeout(self.config.timeout) as deadline.timeout:
                 async for event in result.stream_events():
                     if event.type == "raw_response_event":
                         if event.data.type == "response.output_text.delta" and event.data.delta:
@@ -277,21 +364,24 @@ class TodoAgent:
             failure = self._timed_out()
         except _MODEL_FAILURES as exc:
             failure = self._failure(exc)
-        yield self._outcome(state, texts, failure, result.context_wrapper.usage)
+        yield _traced(turn_span, self._outcome(state, texts, failure, result.context_wrapper.usage))
 
-    async def _run_whole(self, state: TurnState, items: list[TResponseInputItem]) -> AsyncIterator[AgentEvent]:
+    async def _run_whole(
+        self, state: TurnState, items: list[TResponseInputItem], turn_span: Any
+    ) -> AsyncIterator[AgentEvent]:
         texts: list[str] = []
         failure: AgentFailure | None = None
         usage = None
         try:
-            async with asyncio.timeout(self.config.timeout):
-                result = await Runner.run(
-                    self._agent,
-                    items,
-                    context=state,
-                    max_turns=self.config.max_turns,
-                    run_config=RunConfig(tracing_disabled=True),
-                )
+            with _deadline_holder() as deadline, tracing.use(turn_span):
+                async with asyncio.timeout(self.config.timeout) as deadline.timeout:
+                    result = await Runner.run(
+                        self._agent,
+                        items,
+                        context=state,
+                        max_turns=self.config.max_turns,
+                        run_config=RunConfig(tracing_disabled=True),
+                    )
             usage = result.context_wrapper.usage
             for item in result.new_items:
                 text = ItemHelpers.text_message_output(item) if isinstance(item, MessageOutputItem) else ""
@@ -304,7 +394,7 @@ class TodoAgent:
         for call_id, record in list(state.calls.items()):
             yield ToolCallStarted(call_id, record.name, record.arguments)
             yield ToolCallFinished(call_id, record)
-        yield self._outcome(state, texts, failure, usage)
+        yield _traced(turn_span, self._outcome(state, texts, failure, usage))
 
     def _timed_out(self) -> AgentFailure:
         return AgentFailure("model_timeout", f"The model did not answer within {self.config.timeout:g} s.")
@@ -337,6 +427,14 @@ class TodoAgent:
 
 # What a turn turns into an AgentFailure instead of raising (MaxTurnsExceeded and the openai errors included).
 _MODEL_FAILURES = (ModelBehaviorError, AgentsException, openai.OpenAIError, ValueError, KeyError)
+
+
+def _traced(turn_span: Any, event: AgentEvent) -> AgentEvent:
+    """End the turn's span with its outcome (no text: replies stay out of traces)."""
+    outcome = event.code if isinstance(event, AgentFailure) else "ok"
+    calls = event.tool_calls if isinstance(event, AgentFailure | FinalReply) else []
+    tracing.end(turn_span, outcome=outcome, tool_calls=len(calls))
+    return event
 
 
 def _fallback_reply(calls: list[ToolCallRecord]) -> str:

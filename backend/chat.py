@@ -27,6 +27,7 @@ from backend import crud
 from backend.agent import AgentEvent, AgentFailure, FinalReply, TodoAgent, ToolCallRecord, history_items
 from backend.conversation_changes import Lease
 from backend.errors import ApiError
+from backend.metrics import TURNS
 from backend.models import MESSAGE_MAX, ROW_ID_MAX, Message, is_blank_text
 from backend.tools import ToolRunContext, task_lines
 
@@ -312,7 +313,7 @@ class ChatService:
         runner = agent or self.agent
         context = ToolRunContext(user_id=turn.user_id, engine=self.engine)
         started = time.perf_counter()
-        released = False
+        released = decided = False
         outcome = "cancelled"
         calls = 0
         try:
@@ -336,10 +337,11 @@ class ChatService:
                     if not stored:
                         event = dropped_reply(event.tool_calls)
                         outcome = event.code
+                    decided = True  # stored (or dropped): whatever happens to the consumer now, this is the outcome
                 yield event
         except BaseException:
-            if outcome in ("ok", "cancelled"):
-                outcome = "error" if outcome == "ok" else outcome
+            if outcome == "ok" and not decided:
+                outcome = "error"
             raise
         finally:
             if not released:  # cancelled or failed before the end: never leave the conversation locked
@@ -355,6 +357,7 @@ class ChatService:
             "tool_calls": calls,
             "duration_ms": round((time.perf_counter() - started) * 1000, 1),
         }
+        TURNS.labels(turn.door, outcome).inc()
         level = logging.INFO if outcome == "ok" else logging.WARNING
         log.log(level, "turn %s: %s", turn.door, outcome, extra={"fields": fields})
 

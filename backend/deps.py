@@ -19,6 +19,7 @@ from backend.auth import TokenVerifier, unauthorized
 from backend.chat import ChatService
 from backend.errors import ApiError
 from backend.gates import verified_user
+from backend.metrics import RATE_LIMITED
 from backend.ratelimit import RateLimiter, retry_after_header
 
 _bearer = HTTPBearer(auto_error=False, description="A Better Auth JWT")
@@ -81,6 +82,7 @@ async def limit(limiter: RateLimiter, user: str, what: str) -> None:
     """Count one `what` for `user`; 429 with Retry-After when the minute's allowance is used up."""
     wait = await limiter.hit(user)
     if wait is not None:
+        RATE_LIMITED.labels(what).inc()
         raise ApiError(429, "rate_limited", f"Too many {what}; slow down.", headers=retry_after_header(wait))
 
 

@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from sqlalchemy import Engine
 
-from backend import __version__, chatkit_door, db, mcp_server
+from backend import __version__, chatkit_door, db, mcp_server, tracing
 from backend.agent import AgentConfig, TodoAgent, tracing_off
 from backend.api import chat as chat_api
 from backend.api import conversations, health, tasks
@@ -57,6 +57,7 @@ Door = Callable[[FastAPI], None]  # mounts itself on an app built here (it may r
 def build_chat_service(settings: Settings, engine: Engine, model: Model | None = None) -> ChatService:
     """The one chat service of a process: the app's, and the standalone playground's."""
     tracing_off()  # offline by default; nothing leaves the machine unless configured
+    tracing.setup()  # our own OpenTelemetry spans, when OTEL_EXPORTER_OTLP_ENDPOINT asks for them
     agent = TodoAgent(model or build_model(settings), agent_config(settings, load_prompt(settings.system_prompt_file)))
     return ChatService(
         engine, agent, history_window=settings.history_window, task_context_limit=settings.task_context_limit

@@ -11,6 +11,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from backend.metrics import observe_request
+
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 access_log = logging.getLogger("todo_agent.access")
 
@@ -87,4 +89,5 @@ class RequestIdMiddleware:
                 "duration_ms": round((time.perf_counter() - started) * 1000, 1),
             }
             access_log.info("request", extra={"fields": fields})
+            observe_request(scope, status, time.perf_counter() - started)
             request_id_var.reset(token)

@@ -14,6 +14,8 @@ from typing import Annotated, Literal
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from backend.bundled_model import local_runtime_problem
+
 PROMPTS_DIR = Path(__file__).parent / "prompts"
 DEFAULT_PROMPT_FILE = PROMPTS_DIR / "system_v2.md"
 LOCAL_MODEL = "local"
@@ -64,6 +66,9 @@ class Settings(BaseSettings):
     openai_api_key: str | None = None
     local_model_host: str = "127.0.0.1"
     local_model_port: int = 8181
+    # Requests the bundled model answers at once (llama.cpp slots, each with its own context): more only pays with
+    # more cores than the 2 it is sized for. The eval runner's default concurrency follows it.
+    local_model_slots: Annotated[int, Field(ge=1, le=8)] = 1
     model_dir: Path | None = None  # empty: data_dir/models
     temperature: float = 0.0
     seed: int = 42
@@ -90,6 +95,10 @@ class Settings(BaseSettings):
     )
     # Host headers the playground answers besides loopback names and HOST (a DNS-rebinding guard).
     playground_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Prometheus /metrics. None: on in development; in production on when METRICS_TOKEN is set (scrapers send it as
+    # a Bearer token), or when METRICS_ENABLED=true says the network in front of it is trusted.
+    metrics_enabled: bool | None = None
+    metrics_token: str | None = None
     docs_enabled: bool | None = None  # /docs and /openapi.json; None: on in development, off in production
     chatkit_demo_enabled: bool | None = None  # /chatkit/demo; None: on in development, off in production
 
@@ -120,12 +129,23 @@ class Settings(BaseSettings):
             raise ValueError("JWT_ACCEPT_HS256 needs a BETTER_AUTH_SECRET of at least 32 characters")
         if self.playground_enabled and not (self.playground_username and self.playground_password):
             raise ValueError("PLAYGROUND_ENABLED in production needs PLAYGROUND_USERNAME and PLAYGROUND_PASSWORD")
+        if self.is_local_model and (problem := local_runtime_problem(self.resolved_model_dir)):
+            raise ValueError(
+                f"AGENT_MODEL=local in production, but {problem}; set AGENT_MODEL (and OPENAI_BASE_URL / "
+                "OPENAI_API_KEY) to an OpenAI-compatible model"
+            )
         return self
 
     @property
     def accepts_hs256(self) -> bool:
         """HS256 is the mechanism without JWKS_URL; with it, only when asked for (JWT_ACCEPT_HS256)."""
         return not self.jwks_url or self.jwt_accept_hs256
+
+    @property
+    def metrics_on(self) -> bool:
+        if self.metrics_enabled is not None:
+            return self.metrics_enabled
+        return self.environment == "development" or bool(self.metrics_token)
 
     @property
     def is_local_model(self) -> bool:

@@ -18,7 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from backend import crud
+from backend import crud, tracing
+from backend.metrics import TOOL_CALLS
 from backend.models import DESCRIPTION_MAX, TITLE_MAX, TaskCreate, TaskUpdate
 
 ToolResult = dict[str, Any] | list[dict[str, Any]]
@@ -233,7 +234,19 @@ def parse_arguments(raw: str | dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def invoke(context: ToolRunContext, name: str, arguments: dict[str, Any] | None) -> ToolResult:
-    """Run one tool for the context's user; blocking (callers run it in a worker thread)."""
+    """Run one tool for the context's user; blocking (callers run it in a worker thread). Counted by outcome."""
+    known = name if name in TOOLS_BY_NAME else "unknown"
+    with tracing.span("tool_call", tool=known) as current:
+        result = _invoke(context, name, arguments)
+        error = result.get("error") if isinstance(result, dict) else None
+        outcome = str(error.get("code", "error")) if isinstance(error, dict) else "ok"
+        if current is not None:
+            current.set_attribute("outcome", outcome)
+    TOOL_CALLS.labels(known, outcome).inc()
+    return result
+
+
+def _invoke(context: ToolRunContext, name: str, arguments: dict[str, Any] | None) -> ToolResult:
     tool = TOOLS_BY_NAME.get(name)
     if tool is None:
         return _error("unknown_tool", f"There is no tool named {name!r}.")

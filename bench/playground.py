@@ -2,7 +2,7 @@
 
 1. time from clicking send to the first tool-call message in the chat (gradio_client submits to the same `/chat`
    event the Send button triggers and watches the streamed chat for the first tool-call message);
-2. time to run the 10-case `smoke` tag from the eval tab (`/run_evals`, the Run button's event).
+2. time to run the `smoke` tag from the eval tab (`/run_evals`, the Run button's event).
 
     python bench/playground.py [--turns 5] [--no-evals]
 

@@ -17,7 +17,7 @@ import pandas as pd
 
 from evals.compare import CaseComparison, Comparison, compare
 from evals.dataset import PROJECT_ROOT
-from evals.metrics import by_tag, summarise, trials_frame, turns_frame
+from evals.metrics import by_tag, replayed, summarise, trials_frame, turns_frame
 from evals.results import RunResult, TrialResult
 from evals.scoring import FAILURE_KINDS, CallScore, TurnScore
 from evals.transcript import ObservedCall
@@ -59,6 +59,20 @@ def run_label(result: RunResult) -> str:
     model = target.get("model") or target.get("agent_model") or target.get("url") or "?"
     prompt = target.get("prompt_version")
     return f"{model} · prompt {prompt} · {result.info.run_id}" if prompt else f"{model} · {result.info.run_id}"
+
+
+def described(runs: Mapping[str, RunResult]) -> dict[str, RunResult]:
+    """The same runs keyed `name (model, prompt file)`, so a figure's legend says what each run was, whatever the
+    caller called it ("baseline", "candidate")."""
+    out: dict[str, RunResult] = {}
+    for name, result in runs.items():
+        target = result.info.target
+        model = target.get("model") or target.get("agent_model") or target.get("url") or "?"
+        how = [str(model), Path(str(target.get("prompt_file") or "?")).name]
+        if (result.info.cache or {}).get("mode") == "replay":
+            how.append("replayed")
+        out[f"{name} ({', '.join(how)})" if str(model) not in name else name] = result
+    return out
 
 
 def load_runs(paths: Iterable[Path | str] | Mapping[str, Path | str]) -> dict[str, RunResult]:
@@ -175,7 +189,7 @@ def calls_frame(result: RunResult) -> pd.DataFrame:
         {
             "case_id": t.case_id,
             "trial": t.trial,
-            "turn": turn.index,
+            "turn": turn.index + 1,  # turns are numbered from 1 in every report and frame
             "outcome": call.outcome,
             "expected_tool": call.expected_tool,
             "actual_tool": call.actual_tool,
@@ -199,7 +213,7 @@ def failures_frame(result: RunResult) -> pd.DataFrame:
         {
             "case_id": t.case_id,
             "trial": t.trial,
-            "turn": f.turn,
+            "turn": None if f.turn is None else f.turn + 1,
             "kind": f.kind,
             "message": f.message,
             "expected": f.expected,
@@ -284,24 +298,31 @@ def failure_breakdown(runs: Mapping[str, RunResult]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["run", "kind", "trials", "share", "failures"])
 
 
+LATENCY_COLUMNS = ["run", "case_id", "trial", "turn", "model", "latency_ms", "model_calls"]
+
+
 def latency_frame(runs: Mapping[str, RunResult]) -> pd.DataFrame:
-    """One row per turn with a measured latency: run, case, trial, turn, latency_ms, model_calls."""
-    frames = [
-        turns_frame(result.trials).assign(run=label)[["run", "case_id", "trial", "turn", "latency_ms", "model_calls"]]
-        for label, result in runs.items()
-    ]
+    """One row per turn with a measured latency: run, case, trial, turn, model ("live", or "replayed" when every
+    answer came from the cache), latency_ms, model_calls."""
+    frames = []
+    for label, result in runs.items():
+        turns = turns_frame(result.trials)
+        frames.append(
+            turns.assign(run=label, model=replayed(turns).map({True: "replayed", False: "live"}))[LATENCY_COLUMNS]
+        )
     if not frames:
-        return pd.DataFrame(columns=["run", "case_id", "trial", "turn", "latency_ms", "model_calls"])
+        return pd.DataFrame(columns=LATENCY_COLUMNS)
     df = pd.concat(frames, ignore_index=True)
     return df.dropna(subset=["latency_ms"]).reset_index(drop=True)
 
 
 def latency_summary(runs: Mapping[str, RunResult]) -> pd.DataFrame:
-    """Per run: turn latency count, mean and p50 / p90 / p95 / max in milliseconds."""
+    """Per run and model (live or replayed, never pooled): turn latency count, mean and p50 / p90 / p95 / max in
+    milliseconds."""
     df = latency_frame(runs)
     if df.empty:
         return pd.DataFrame(columns=["turns", "mean", "p50", "p90", "p95", "max"])
-    grouped = df.groupby("run", sort=False)["latency_ms"]
+    grouped = df.groupby(["run", "model"], sort=False)["latency_ms"]
     return pd.DataFrame(
         {
             "turns": grouped.size(),
@@ -375,7 +396,7 @@ def _evidence_rows(case: CaseComparison) -> list[dict[str, Any]]:
             {
                 "case_id": case.case_id,
                 "status": case.status,
-                "turn": index,
+                "turn": index + 1,
                 "user": turn.user,
                 "expected_calls": "; ".join(expected_calls(score)) if score else "",
                 "baseline_calls": _calls_at(base, index),

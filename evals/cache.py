@@ -28,6 +28,8 @@ from typing import Any, Literal
 
 import httpx
 
+from backend.agent import extend_turn_deadline
+
 CacheMode = Literal["off", "record", "replay", "replay-or-record"]
 CACHE_MODES: tuple[str, ...] = ("off", "record", "replay", "replay-or-record")
 CACHED_PATH_SUFFIX = "/chat/completions"
@@ -56,6 +58,8 @@ class ModelCallStats:
     deadline: asyncio.Timeout | None = None  # the runner's per-turn timeout, which those waits do not count against
 
     def waited(self, seconds: float) -> None:
+        """Time spent waiting for a model slot counts against no timeout: neither the runner's per-turn one nor,
+        in-process, the backend's own (the wait runs inside the backend's turn)."""
         self.queued_s += seconds
         if self.deadline is not None and (when := self.deadline.when()) is not None:
             self.deadline.reschedule(when + seconds)
@@ -291,6 +295,7 @@ class RecordReplayTransport(httpx.AsyncBaseTransport):
             started = self.clock()
             if stats is not None:
                 stats.waited(started - waiting)
+            extend_turn_deadline(started - waiting)
             response = await self.inner.handle_async_request(request)
             content = await response.aread()
             elapsed = self.clock() - started

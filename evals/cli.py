@@ -7,7 +7,9 @@ Exit codes of `run` (and `compare`, `baseline`):
   3  no regression, but the case pass rate is below --min-pass
   4  the dataset, baseline or results file is invalid (the message names file, case and field)
   5  the run could not complete: backend unreachable, or a cache miss in strict `--cache replay` mode
-Flaky cases (passing in some trials, failing in others) are reported, never fail the gate.
+  6  inconclusive: no regression, but some cases only errored (timeouts, 5xx), retries included
+Flaky cases (passing in some trials, failing in others) are reported, never fail the gate; errors are never
+regressions. The last line of every gate says `GATE PASSED|FAILED|INCONCLUSIVE: ...`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -23,12 +26,29 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from evals.cache import CACHE_MODES
-from evals.compare import Comparison, ExitCode, GateResult, compare, gate
-from evals.dataset import DEFAULT_DATASET, PROJECT_ROOT, SCHEMA_FILE, DatasetError, json_schema_text, load_dataset
-from evals.reports import render_html, render_junit, render_markdown
+from evals.compare import Comparison, ExitCode, GateResult, compare, gate, with_reason
+from evals.dataset import (
+    DEFAULT_DATASET,
+    PROJECT_ROOT,
+    SCHEMA_FILE,
+    Dataset,
+    DatasetError,
+    json_schema_text,
+    load_dataset,
+)
+from evals.reports import render_html, render_junit, render_markdown, render_summary
 from evals.results import RunResult
-from evals.runner import TrialOutcome
-from evals.suite import EvalConfig, auto_workers, rescore, run_evals, select
+from evals.runner import TrialOutcome, first_error
+from evals.suite import (
+    EvalConfig,
+    MergeError,
+    auto_workers,
+    merge_runs,
+    rescore,
+    run_evals,
+    select,
+    with_more_trials,
+)
 
 os.environ.setdefault("DEEPEVAL_TELEMETRY_OPT_OUT", "1")
 os.environ.setdefault("DEEPEVAL_DISABLE_DOTENV", "1")
@@ -38,6 +58,7 @@ logging.getLogger("todo_agent").setLevel(logging.ERROR)
 app = typer.Typer(
     help="Eval suite: replay scripted conversations through the chat contract, score the agent, gate on a baseline.",
     no_args_is_help=True,
+    rich_markup_mode=None,  # plain help: readable at 80 columns, with real metavars
 )
 console = Console(stderr=True, soft_wrap=True)
 DEFAULT_BASELINE = PROJECT_ROOT / "evals" / "baselines" / "local.json"
@@ -45,102 +66,169 @@ DEFAULT_OUT = PROJECT_ROOT / "evals" / "out"
 
 # ---------------------------------------------------------------- shared options
 
-DatasetOpt = Annotated[Path, typer.Option("--dataset", help="A dataset file or folder of .yaml files.")]
-TagsOpt = Annotated[
-    list[str] | None, typer.Option("--tags", help="Only cases with any of these tags (comma-separated or repeated).")
+DatasetOpt = Annotated[
+    Path,
+    typer.Option(
+        "--dataset", metavar="PATH", show_default="datasets/", help="A dataset file or folder of .yaml files."
+    ),
 ]
-IdsOpt = Annotated[list[str] | None, typer.Option("--ids", help="Only these case ids (comma-separated or repeated).")]
-TrialsOpt = Annotated[int, typer.Option("--trials", min=1, help="Trials per case (pass^k over them).")]
+TagsOpt = Annotated[
+    list[str] | None,
+    typer.Option("--tags", metavar="TAGS", help="Only cases with any of these tags (comma-separated or repeated)."),
+]
+IdsOpt = Annotated[
+    list[str] | None,
+    typer.Option("--ids", metavar="IDS", help="Only these case ids (comma-separated or repeated)."),
+]
+TrialsOpt = Annotated[int, typer.Option("--trials", min=1, metavar="N", help="Trials per case (pass^k over them).")]
 ConcurrencyOpt = Annotated[
-    int,
+    int | None,
     typer.Option(
         "--concurrency",
         min=1,
-        help="Requests to the model at once (with --url: chat turns at once); a few more cases than that are open. "
-        "The local model serialises: use 1-2.",
+        metavar="N",
+        show_default="what the model answers at once",
+        help="Model requests at once (with --url: chat turns). By default the target's capacity: the local "
+        "model's slots (LOCAL_MODEL_SLOTS, 1), 8 for 'scripted', a --url backend's reported capacity, else 4 for "
+        "a hosted endpoint. Waiting for a slot counts against no timeout.",
     ),
 ]
 WorkersOpt = Annotated[
     str,
     typer.Option(
         "--workers",
+        metavar="N|auto",
         help="The speed aids, off by default: processes to spread in-process cases over (forked, the heap frozen), "
         "or 'auto': one per 8 of --concurrency, up to the CPU count. Worth it only past ~16 concurrent model calls.",
     ),
 ]
-TimeoutOpt = Annotated[float, typer.Option("--turn-timeout", help="Seconds one turn may take.")]
+TimeoutOpt = Annotated[
+    float, typer.Option("--turn-timeout", metavar="SECONDS", help="Seconds one turn may take, slot waits excluded.")
+]
+RetriesOpt = Annotated[
+    int,
+    typer.Option(
+        "--retries",
+        min=0,
+        metavar="N",
+        help="Run a trial that errored (a timeout, a 5xx, no answer) again up to N times; one that still errors is "
+        "inconclusive, never a regression.",
+    ),
+]
 PromptOpt = Annotated[
     Path | None,
-    typer.Option("--prompt", help="System prompt file to use instead of the configured one (in-process only)."),
+    typer.Option(
+        "--prompt", metavar="FILE", help="System prompt file to use instead of the configured one (in-process only)."
+    ),
 ]
 ModelOpt = Annotated[
     str | None,
     typer.Option(
         "--model",
+        metavar="NAME",
         help="AGENT_MODEL to run: 'local', 'scripted' (rule-based, no model) or a hosted model name (in-process only).",
     ),
 ]
 UrlOpt = Annotated[
-    str | None, typer.Option("--url", help="Evaluate a deployed backend at this base URL instead of in-process.")
+    str | None,
+    typer.Option("--url", metavar="URL", help="Evaluate a deployed backend at this base URL instead of in-process."),
 ]
 SecretOpt = Annotated[
     str | None,
     typer.Option(
         "--token-secret",
         envvar="EVAL_TOKEN_SECRET",
+        metavar="SECRET",
         help="HS256 secret of the deployed backend: mint a token per fresh user.",
     ),
 ]
 TokensOpt = Annotated[
     Path | None,
-    typer.Option("--tokens", help="JSON file {user_id: token} of users to run as (their tasks are cleared per case)."),
+    typer.Option(
+        "--tokens",
+        metavar="FILE",
+        help="JSON file {user_id: token} of users to run as (their tasks are cleared per case).",
+    ),
 ]
-CacheOpt = Annotated[str, typer.Option("--cache", help=f"Model response cache: {', '.join(CACHE_MODES)}.")]
+CacheOpt = Annotated[
+    str, typer.Option("--cache", metavar="MODE", help=f"Model response cache: {', '.join(CACHE_MODES)}.")
+]
 CacheFileOpt = Annotated[
-    Path | None, typer.Option("--cache-file", help="Cache file (default evals/cache/<model>.jsonl).")
+    Path | None,
+    typer.Option("--cache-file", metavar="FILE", help="Cache file (default evals/cache/<model>.jsonl)."),
 ]
 OutOpt = Annotated[
     Path | None,
     typer.Option(
-        "--out", help="Where to write results.json, report.md, report.html, junit.xml (default evals/out/<run-id>)."
+        "--out",
+        metavar="DIR",
+        help="Where to write results.json, report.md, report.html, junit.xml (default evals/out/<run-id>).",
     ),
 ]
 DeepevalOpt = Annotated[
     bool, typer.Option("--deepeval/--no-deepeval", help="Also score deepeval's strict ToolCorrectnessMetric.")
 ]
+BaselineOpt = Annotated[
+    Path | None,
+    typer.Option("--baseline", metavar="FILE", help="Fail (exit 1) on any regression against this results file."),
+]
+MinPassOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--min-pass", min=0.0, max=1.0, metavar="RATE", help="Fail (exit 3) when the case pass rate is below this."
+    ),
+]
+SummaryOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--summary",
+        metavar="FILE",
+        help="Also write the short Markdown verdict here (a CI step summary, e.g. $GITHUB_STEP_SUMMARY, or a PR "
+        "comment); appended to if it exists.",
+    ),
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", help="Do not print the Markdown report.")]
 
 
 def _split(values: list[str] | None) -> list[str]:
     return [v.strip() for value in values or [] for v in value.split(",") if v.strip()]
 
 
+def _shard(value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    index, _, count = value.partition("/")
+    if not (index.isdecimal() and count.isdecimal()) or not 1 <= int(index) <= int(count):
+        raise typer.BadParameter(f"--shard must be i/n with 1 <= i <= n, not {value!r}")
+    return int(index), int(count)
+
+
 def _config(
-    dataset: Path, tags: list[str] | None, ids: list[str] | None, trials: int, concurrency: int, turn_timeout: float,
-    prompt: Path | None, model: str | None, url: str | None, token_secret: str | None, tokens: Path | None,
-    cache: str, cache_file: Path | None, deepeval: bool, prune_cache: bool = False, workers: str = "1",
+    dataset: Path, tags: list[str] | None, ids: list[str] | None, trials: int, concurrency: int | None,
+    turn_timeout: float, prompt: Path | None, model: str | None, url: str | None, token_secret: str | None,
+    tokens: Path | None, cache: str, cache_file: Path | None, deepeval: bool, prune_cache: bool = False,
+    workers: str = "1", retries: int = 2, shard: str | None = None,
 ) -> EvalConfig:  # fmt: skip
     if cache not in CACHE_MODES:
         raise typer.BadParameter(f"--cache must be one of {', '.join(CACHE_MODES)}")
-    if workers == "auto":
-        processes = auto_workers(concurrency, in_process=url is None)
-    elif workers.isdecimal():
-        processes = int(workers)
-    else:
-        raise typer.BadParameter(f"--workers must be a number or 'auto', not {workers!r}")
+    if workers != "auto" and not (workers.isdecimal() and int(workers) >= 1):
+        raise typer.BadParameter(f"--workers must be a number of at least 1 or 'auto', not {workers!r}")
     config = EvalConfig(
         dataset=dataset, tags=_split(tags), ids=_split(ids), trials=trials, concurrency=concurrency,
         turn_timeout=turn_timeout, prompt=prompt, model=model, url=url, token_secret=token_secret, token_file=tokens,
         cache_mode=cache, cache_file=cache_file, prune_cache=prune_cache, deepeval=deepeval,  # type: ignore[arg-type]
-        workers=processes,
+        retries=retries, shard=_shard(shard),
     )  # fmt: skip
     try:
         config.validate()
+        config = config.settled()
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
-    return config
+    processes = auto_workers(config.concurrency or 1, in_process=url is None) if workers == "auto" else int(workers)
+    return replace(config, workers=processes)
 
 
-def _run(config: EvalConfig) -> RunResult:
+def _run(config: EvalConfig, what: str = "eval") -> RunResult:
     try:
         dataset = select(config)
     except DatasetError as exc:
@@ -151,22 +239,31 @@ def _run(config: EvalConfig) -> RunResult:
         raise typer.Exit(ExitCode.USAGE)
     # Redrawn on each event, not by a refresh thread: with no thread running, `--workers` can fork (evals/parallel.py).
     progress = Progress(
-        TextColumn("[bold]eval[/bold] {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn(f"[bold]{what}[/bold] {{task.description}}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(),
         console=console, transient=False, auto_refresh=False,
     )  # fmt: skip
-    counts = {"passed": 0, "failed": 0}
+    counts = {"passed": 0, "failed": 0, "errored": 0}
     task_id = progress.add_task("starting", total=None)
 
     def on_start(total: int) -> None:
         progress.update(task_id, total=total, description="running", refresh=True)
 
     def on_result(outcome: TrialOutcome) -> None:
-        counts["passed" if outcome.score.passed else "failed"] += 1
+        score, trial = outcome.score, outcome.transcript.trial
+        counts["errored" if score.errored else "passed" if score.passed else "failed"] += 1
         progress.update(task_id, advance=1, description=f"[green]{counts['passed']} passed[/green] "
-                        f"[red]{counts['failed']} failed[/red]", refresh=True)  # fmt: skip
-        if not outcome.score.passed:
-            kinds = ", ".join(outcome.score.failure_kinds)
-            progress.console.print(f"  [red]✗[/red] {outcome.case.id} (trial {outcome.transcript.trial}): {kinds}")
+                        f"[red]{counts['failed']} failed[/red]"
+                        + (f" [yellow]{counts['errored']} errored[/yellow]" if counts["errored"] else ""),
+                        refresh=True)  # fmt: skip
+        retried = len(outcome.transcript.retried)
+        again = f" (after {retried} retr{'y' if retried == 1 else 'ies'})" if retried else ""
+        if score.errored:
+            progress.console.print(f"  [yellow]![/yellow] {outcome.case.id} (trial {trial}) errored{again}: "
+                                   f"{first_error(score)}")  # fmt: skip
+        elif not score.passed:
+            kinds = ", ".join(score.failure_kinds)
+            progress.console.print(f"  [red]✗[/red] {outcome.case.id} (trial {trial}): {kinds}{again}")
 
     try:
         with progress:
@@ -185,6 +282,7 @@ def _load_results(path: Path) -> RunResult:
 
 
 def _write_reports(result: RunResult, out: Path, comparison: Comparison | None, verdict: GateResult | None) -> str:
+    """results.json and the three reports in `out`; returns the Markdown report."""
     out.mkdir(parents=True, exist_ok=True)
     result.save(out / "results.json")
     markdown = render_markdown(result, comparison=comparison, gate=verdict)
@@ -202,84 +300,166 @@ def _strict_replay_missed(result: RunResult) -> int:
 # ---------------------------------------------------------------- commands
 
 
+def confirm_regressions(config: EvalConfig, base: RunResult, result: RunResult, confirm: int) -> RunResult:
+    """`result` with `confirm` more trials of each case that regressed: a regression must fail every time; a case
+    that passes in any of them is a flip (flaky), which a busy machine or a sampled token can cause."""
+    regressed = [c.case_id for c in compare(base, result).regressions]
+    if not regressed or confirm < 1:
+        return result
+    console.print(f"[yellow]{len(regressed)} suspected regression(s): {confirm} more trial(s) each[/yellow]")
+    again = replace(config, ids=regressed, tags=[], shard=None, trials=confirm, first_trial=config.trials + 1)
+    return with_more_trials(result, _run(again, "confirming"), select(again) if config.deepeval else None)
+
+
+def _finish(
+    result: RunResult, comparison: Comparison | None, verdict: GateResult, out: Path, summary: Path | None, quiet: bool
+) -> None:
+    """Write the reports (and the summary), print them, and end with the verdict line and its exit code."""
+    markdown = _write_reports(result, out, comparison, verdict)
+    if summary is not None:
+        summary.parent.mkdir(parents=True, exist_ok=True)
+        with summary.open("a", encoding="utf-8") as handle:
+            handle.write(render_summary(result, comparison=comparison, gate=verdict) + "\n")
+    if not quiet:
+        typer.echo(markdown)
+    console.print(f"results and reports in {out}")
+    for reason in verdict.reasons:
+        console.print(
+            f"[red]{reason}[/red]" if verdict.exit_code != ExitCode.INCONCLUSIVE else f"[yellow]{reason}[/yellow]"
+        )
+    typer.echo(verdict.line)
+    raise typer.Exit(int(verdict.exit_code))
+
+
+def _verdict(result: RunResult, comparison: Comparison | None, min_pass: float | None) -> GateResult:
+    verdict = gate(result, comparison, min_pass=min_pass)
+    missed = _strict_replay_missed(result)
+    if missed and verdict.exit_code in (ExitCode.OK, ExitCode.INCONCLUSIVE):
+        verdict = with_reason(verdict, ExitCode.RUN_FAILED, f"{missed} model request(s) missed the replay cache")
+    return verdict
+
+
 @app.command("run")
 def run_command(
     dataset: DatasetOpt = DEFAULT_DATASET,
     tags: TagsOpt = None,
     ids: IdsOpt = None,
     trials: TrialsOpt = 1,
-    concurrency: ConcurrencyOpt = 4,
+    concurrency: ConcurrencyOpt = None,
     workers: WorkersOpt = "1",
     turn_timeout: TimeoutOpt = 120.0,
+    retries: RetriesOpt = 2,
     prompt: PromptOpt = None,
     model: ModelOpt = None,
     url: UrlOpt = None,
     token_secret: SecretOpt = None,
     tokens: TokensOpt = None,
-    baseline: Annotated[
-        Path | None, typer.Option("--baseline", help="Fail (exit 1) on any regression against this results file.")
-    ] = None,
-    min_pass: Annotated[
-        float | None,
+    baseline: BaselineOpt = None,
+    confirm: Annotated[
+        int,
         typer.Option(
-            "--min-pass", min=0.0, max=1.0, help="Fail (exit 3) when the case pass rate is below this fraction."
+            "--confirm",
+            min=0,
+            metavar="N",
+            help="With --baseline: run each case that regressed N more times; one that passes in any is flaky, not "
+            "a regression.",
+        ),
+    ] = 2,
+    min_pass: MinPassOpt = None,
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            "--shard",
+            metavar="I/N",
+            help="Run only shard I of N (cases dealt by expected cost); `eval merge` joins the shards' results.",
         ),
     ] = None,
     out: OutOpt = None,
+    summary: SummaryOpt = None,
     cache: CacheOpt = "off",
     cache_file: CacheFileOpt = None,
     deepeval: DeepevalOpt = True,
-    quiet: Annotated[bool, typer.Option("--quiet", help="Do not print the Markdown report.")] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Run the suite and write results.json, report.md, report.html and junit.xml.
 
-    Exit codes: 0 passed; 1 regression against --baseline; 2 usage error; 3 pass rate below --min-pass;
-    4 invalid dataset/baseline; 5 run could not complete (or a miss in strict --cache replay).
+    Exit codes: 0 passed; 1 regression against --baseline; 2 usage error; 3 pass
+    rate below --min-pass; 4 invalid dataset/baseline; 5 run could not complete
+    (or a miss in strict --cache replay); 6 inconclusive (cases that only
+    errored). The last line printed is the verdict.
     """
     config = _config(dataset, tags, ids, trials, concurrency, turn_timeout, prompt, model, url, token_secret, tokens,
-                     cache, cache_file, deepeval, workers=workers)  # fmt: skip
+                     cache, cache_file, deepeval, workers=workers, retries=retries, shard=shard)  # fmt: skip
     base = _load_results(baseline) if baseline else None
     result = _run(config)
+    if base is not None:
+        result = confirm_regressions(config, base, result, confirm)
     comparison = compare(base, result) if base else None
-    verdict = gate(result, comparison, min_pass=min_pass)
-    missed = _strict_replay_missed(result)
-    if missed and verdict.exit_code == ExitCode.OK:
-        verdict = GateResult(ExitCode.RUN_FAILED, (f"{missed} model request(s) missed the replay cache",))
-    folder = out or DEFAULT_OUT / result.info.run_id
-    markdown = _write_reports(result, folder, comparison, verdict)
-    if not quiet:
-        typer.echo(markdown)
-    console.print(f"results and reports in {folder}")
-    if comparison is not None and comparison.flaky:
-        console.print(f"[yellow]{len(comparison.flaky)} flaky case(s) reported, not failed[/yellow]")
-    if not verdict.passed:
-        for reason in verdict.reasons:
-            console.print(f"[red]{reason}[/red]")
-    raise typer.Exit(int(verdict.exit_code))
+    _finish(result, comparison, _verdict(result, comparison, min_pass), out or DEFAULT_OUT / result.info.run_id,
+            summary, quiet)  # fmt: skip
+
+
+@app.command("merge")
+def merge_command(
+    results: Annotated[list[Path], typer.Argument(metavar="RESULTS...", help="The shards' results.json files.")],
+    dataset: DatasetOpt = DEFAULT_DATASET,
+    baseline: BaselineOpt = None,
+    min_pass: MinPassOpt = None,
+    out: OutOpt = None,
+    summary: SummaryOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Join the results of a run's shards (`eval run --shard I/N`, each once) into
+    the results, reports and gate one run of the whole suite gives."""
+    runs = [_load_results(path) for path in results]
+    try:
+        loaded: Dataset | None = load_dataset(dataset, holdout=True)
+    except DatasetError:
+        loaded = None  # no dataset at hand: trials keep the shards' order, and no deepeval summary
+    try:
+        merged = merge_runs(runs, loaded)
+    except MergeError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(ExitCode.DATASET_INVALID) from exc
+    base = _load_results(baseline) if baseline else None
+    comparison = compare(base, merged) if base else None
+    _finish(merged, comparison, _verdict(merged, comparison, min_pass), out or DEFAULT_OUT / merged.info.run_id,
+            summary, quiet)  # fmt: skip
 
 
 @app.command("compare")
 def compare_command(
-    baseline: Annotated[Path, typer.Argument(help="The baseline results file.")],
-    candidate: Annotated[Path, typer.Argument(help="The candidate results file.")],
-    out: Annotated[Path | None, typer.Option("--out", help="Also write report.md/report.html/junit.xml here.")] = None,
+    baseline: Annotated[Path, typer.Argument(metavar="BASELINE", help="The baseline results file.")],
+    candidate: Annotated[Path, typer.Argument(metavar="CANDIDATE", help="The candidate results file.")],
+    out: Annotated[
+        Path | None, typer.Option("--out", metavar="DIR", help="Also write report.md/report.html/junit.xml here.")
+    ] = None,
+    short: Annotated[
+        bool, typer.Option("--short", help="Print the short verdict (as --summary writes it), not the full report.")
+    ] = False,
+    summary: SummaryOpt = None,
 ) -> None:
-    """Print newly failing (regressions) and newly passing cases with the evidence side by side; exit 1 on a
-    regression."""
+    """Print newly failing (regressions) and newly passing cases with the
+    evidence side by side; exit 1 on a regression, 6 if only inconclusive."""
     base, cand = _load_results(baseline), _load_results(candidate)
     comparison = compare(base, cand)
     verdict = gate(cand, comparison, min_pass=None)
-    markdown = render_markdown(cand, comparison=comparison, gate=verdict)
     if out is not None:
         _write_reports(cand, out, comparison, verdict)
-    typer.echo(markdown)
+    if summary is not None:
+        with summary.open("a", encoding="utf-8") as handle:
+            handle.write(render_summary(cand, comparison=comparison, gate=verdict) + "\n")
+    render = render_summary if short else render_markdown
+    typer.echo(render(cand, comparison=comparison, gate=verdict))
+    typer.echo(verdict.line)
     raise typer.Exit(int(verdict.exit_code))
 
 
 @app.command("baseline")
 def baseline_command(
     from_results: Annotated[
-        Path | None, typer.Option("--from", help="Promote this results file instead of running the suite.")
+        Path | None,
+        typer.Option("--from", metavar="FILE", help="Promote this results file instead of running the suite."),
     ] = None,
     rescore_results: Annotated[
         bool,
@@ -289,10 +469,10 @@ def baseline_command(
             "the model's answers did not).",
         ),
     ] = False,
-    to: Annotated[Path, typer.Option("--to", help="The baseline file to write.")] = DEFAULT_BASELINE,
+    to: Annotated[Path, typer.Option("--to", metavar="FILE", help="The baseline file to write.")] = DEFAULT_BASELINE,
     dataset: DatasetOpt = DEFAULT_DATASET,
     trials: TrialsOpt = 1,
-    concurrency: ConcurrencyOpt = 2,
+    concurrency: ConcurrencyOpt = None,
     workers: WorkersOpt = "1",
     turn_timeout: TimeoutOpt = 180.0,
     prompt: PromptOpt = None,

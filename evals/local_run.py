@@ -6,14 +6,14 @@ import asyncio
 import gc
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
 
 from backend.settings import Settings, get_settings
 from evals.cache import RecordReplayTransport, ResponseCache
-from evals.config import SCRIPTED_MODEL, EvalConfig, default_cache_file
+from evals.config import HOSTED_CONCURRENCY, SCRIPTED_MODEL, EvalConfig, default_cache_file
 from evals.dataset import Dataset
 from evals.runner import NextJob, RunOptions, TrialOutcome, open_cases, run_suite
 from evals.scripted_model import create_scripted_app
@@ -58,6 +58,7 @@ class LocalRun:
     startup_seconds: float
     cache: ResponseCache | None
     run_seconds: float = 0.0  # from the first case's start to the last trial's result
+    concurrency: int = 0  # what the run held model requests (with --url: turns) to
 
 
 async def run_here(
@@ -83,15 +84,21 @@ async def run_here(
             settings = _scripted_settings(settings)
         if config.cache_mode != "off":
             cache = ResponseCache.load(config.cache_file or default_cache_file(settings))
-        transport = build_model_transport(config, settings, cache, max_in_flight=config.concurrency)
-        target = InProcessTarget(settings, transport, slots=open_cases(config.concurrency))
+        config = config.settled()
+        transport = build_model_transport(config, settings, cache, max_in_flight=config.in_flight)
+        target = InProcessTarget(settings, transport, slots=open_cases(config.in_flight))
+    await target.start()
+    if config.concurrency is None and isinstance(target, RemoteTarget):
+        config = replace(config, concurrency=target.capacity() or HOSTED_CONCURRENCY)
     options = RunOptions(
         trials=config.trials,
-        concurrency=config.concurrency,
+        concurrency=config.in_flight,
         turn_timeout=config.turn_timeout,
         limit_turns=bool(config.url),
+        # A strict replay answers every request the same way each time: an error there is the cache's, and final.
+        retries=0 if config.cache_mode == "replay" else config.retries,
+        first_trial=config.first_trial,
     )
-    await target.start()
     # A speed aid of `--workers` runs: everything alive now (the imported backend, the app) lives as long as the run,
     # so move it out of the collector's reach (a full collection otherwise walks all of it, with every coroutine
     # stopped, once or twice a run). Given back afterwards: a long-lived process runs many evals, and what stayed
@@ -109,4 +116,4 @@ async def run_here(
         if config.speed_aids:
             gc.unfreeze()
         await target.close()
-    return LocalRun(outcomes, target.describe(), startup, cache, run_seconds)
+    return LocalRun(outcomes, target.describe(), startup, cache, run_seconds, config.in_flight)

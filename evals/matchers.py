@@ -50,13 +50,13 @@ ABSENT = object()  # the argument was not sent at all
 
 
 def describe(spec: MatcherSpec) -> str:
-    """A short, human-readable rendering of a matcher (for evidence)."""
+    """A matcher as a person writes it (for evidence): `'Buy milk'`, `contains 'plumber'`, `one of 'a', 'b'`."""
     if not isinstance(spec, Matcher):
-        return "absent" if spec is None else f"= {spec!r}"
+        return "absent" if spec is None else repr(spec)
     kind = spec.kind
     value = getattr(spec, kind)
     if kind == "one_of":
-        return "one of (" + " | ".join(describe(v) for v in value) + ")"
+        return "one of " + ", ".join(describe(v) for v in value)
     if kind == "optional":
         return f"optional {describe(value)}"
     if kind in ("any", "absent"):

@@ -1,6 +1,8 @@
 """Suite metrics, aggregated with pandas from the trials of a run.
 
-- case pass rate: passed trials / trials (= pass^1);
+- errored trials (a timeout, a 5xx, a transport failure: `TrialScore.errored`) say nothing about the agent: every
+  rate below counts the other trials only, and a case whose trials all errored is inconclusive;
+- case pass rate: passed trials / trials that did not error (= pass^1);
 - pass^k: for each case with n trials of which c passed, C(c, k) / C(n, k) (the chance that k trials drawn from
   the n all pass, tau-bench's estimator), averaged over cases, for k = 1..n;
 - tool-name accuracy: call slots with the right tool / all slots (an expected call, an unexpected call, or a turn
@@ -32,11 +34,12 @@ def trials_frame(trials: Sequence[TrialResult]) -> pd.DataFrame:
                 "trial": t.trial,
                 "tags": list(t.tags),
                 "passed": s.passed,
+                "errored": s.errored,
                 **s.tallies.model_dump(),
                 **{f"fail_{kind}": any(f.kind == kind for f in s.failures) for kind in FAILURE_KINDS},
             }
         )
-    columns = ["case_id", "trial", "tags", "passed", "name_slots", "name_correct", "args_checked", "args_correct",
+    columns = ["case_id", "trial", "tags", "passed", "errored", "name_slots", "name_correct", "args_checked", "args_correct",
                "state_checks", "state_correct", *(f"fail_{k}" for k in FAILURE_KINDS)]  # fmt: skip
     return pd.DataFrame(rows, columns=columns)
 
@@ -46,7 +49,7 @@ def turns_frame(trials: Sequence[TrialResult]) -> pd.DataFrame:
         {
             "case_id": t.case_id,
             "trial": t.trial,
-            "turn": turn.index,
+            "turn": turn.index + 1,  # numbered from 1, as every report numbers turns
             "latency_ms": turn.latency_ms,
             "model_calls": turn.model_calls,
             "cache_hits": turn.cache_hits,
@@ -79,33 +82,38 @@ def _sum_or_none(series: pd.Series) -> int | None:
 
 
 def summarise(trials: Sequence[TrialResult]) -> dict[str, Any]:
-    df = trials_frame(trials)
+    everything = trials_frame(trials)
     turns = turns_frame(trials)
-    if df.empty:
+    if everything.empty:
         return {"cases": 0, "trials": 0}
+    df = everything[~everything["errored"]]
     per_case = df.groupby("case_id")["passed"].agg(["sum", "count"])
-    n_min = int(per_case["count"].min())
+    n_min = int(per_case["count"].min()) if not per_case.empty else 0
     pass_k = {
         str(k): round(
             float(per_case.apply(lambda r, k=k: pass_hat_k(int(r["sum"]), int(r["count"]), k), axis=1).mean()), 4
         )
         for k in range(1, n_min + 1)
     }
-    latency = turns["latency_ms"].dropna()
+    live, replayed = latency_split(turns)
     failures = {kind: int(df[f"fail_{kind}"].sum()) for kind in FAILURE_KINDS}
     return {
-        "cases": len(per_case),
-        "trials": len(df),
+        "cases": int(everything["case_id"].nunique()),
+        "trials": len(everything),
         "trials_per_case": n_min,
         "passed_trials": int(df["passed"].sum()),
-        "case_pass_rate": round(float(df["passed"].mean()), 4),
+        "errored_trials": int(everything["errored"].sum()),
+        "cases_inconclusive": int(everything["case_id"].nunique() - len(per_case)),
+        "case_pass_rate": None if df.empty else round(float(df["passed"].mean()), 4),
         "cases_passing_all_trials": int((per_case["sum"] == per_case["count"]).sum()),
         "pass_hat_k": pass_k,
         "tool_name_accuracy": _ratio(df["name_correct"].sum(), df["name_slots"].sum()),
         "argument_accuracy": _ratio(df["args_correct"].sum(), df["args_checked"].sum()),
         "state_accuracy": _ratio(df["state_correct"].sum(), df["state_checks"].sum()),
-        "latency_p50_ms": None if latency.empty else round(float(latency.quantile(0.5)), 1),
-        "latency_p95_ms": None if latency.empty else round(float(latency.quantile(0.95)), 1),
+        "latency_p50_ms": _quantile(live, 0.5),
+        "latency_p95_ms": _quantile(live, 0.95),
+        "replayed_latency_p50_ms": _quantile(replayed, 0.5),
+        "replayed_turns": len(replayed),
         "turns": len(turns),
         "model_calls": _sum_or_none(turns["model_calls"]),
         "input_tokens": _sum_or_none(turns["input_tokens"]),
@@ -115,9 +123,28 @@ def summarise(trials: Sequence[TrialResult]) -> dict[str, Any]:
     }
 
 
+def replayed(turns: pd.DataFrame) -> pd.Series:
+    """Per turn: whether every model answer it got came from the replay cache (its latency is then milliseconds of
+    the backend's own work, not the model's)."""
+    calls = turns["model_calls"].fillna(0)
+    return (calls > 0) & (turns["cache_hits"].fillna(0) >= calls)
+
+
+def latency_split(turns: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """Turn latencies of turns the model answered live, and of replayed turns: two different figures, never one."""
+    timed = turns.dropna(subset=["latency_ms"])
+    mask = replayed(timed)
+    return timed.loc[~mask, "latency_ms"], timed.loc[mask, "latency_ms"]
+
+
+def _quantile(values: pd.Series, q: float) -> float | None:
+    return None if values.empty else round(float(values.quantile(q)), 1)
+
+
 def by_tag(trials: Sequence[TrialResult]) -> pd.DataFrame:
     """Per tag: cases, trials, pass rate and failure counts by kind (a case counts under each of its tags)."""
-    df = trials_frame(trials).explode("tags").rename(columns={"tags": "tag"})
+    frame = trials_frame(trials)
+    df = frame[~frame["errored"]].explode("tags").rename(columns={"tags": "tag"})
     if df.empty:
         return pd.DataFrame(columns=["tag", "cases", "trials", "passed", "pass_rate"])
     aggregations: dict[str, Any] = {

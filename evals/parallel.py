@@ -83,7 +83,8 @@ async def run_in_workers(
     on_start: Any = None,
     on_result: Any = None,
 ) -> LocalRun:
-    workers = max(1, min(config.workers, config.concurrency, len(dataset) * config.trials))
+    config = config.settled()
+    workers = max(1, min(config.workers, config.in_flight, len(dataset) * config.trials))
     all_cases = [c.model_dump(mode="json", exclude_unset=True) for c in dataset.cases]
     # The parent writes the cache file once, from what the workers learned.
     per_worker = replace(config, workers=1, deepeval=False, prune_cache=False)
@@ -93,7 +94,7 @@ async def run_in_workers(
     messages = context.Queue()
     go = context.Event()
     jobs = context.Queue()
-    slots = [config.concurrency // workers + (1 if i < config.concurrency % workers else 0) for i in range(workers)]
+    slots = [config.in_flight // workers + (1 if i < config.in_flight % workers else 0) for i in range(workers)]
     processes = [
         context.Process(
             target=_worker, args=(replace(per_worker, concurrency=n), all_cases, jobs, messages, go), daemon=True
@@ -104,7 +105,7 @@ async def run_in_workers(
         process.start()
     # One queue of jobs, longest first, shared by every worker; then one None per case a worker keeps open to stop it.
     # Filled once the workers exist: a put starts the queue's feeder thread, and a fork must not race a thread.
-    for case, trial in jobs_in_order(dataset.cases, config.trials):
+    for case, trial in jobs_in_order(dataset.cases, config.trials, config.first_trial):
         jobs.put((case.id, trial))
     for _ in range(sum(open_cases(n) for n in slots)):
         jobs.put(None)
@@ -160,7 +161,7 @@ async def run_in_workers(
     position = {case.id: index for index, case in enumerate(dataset.cases)}
     outcomes.sort(key=lambda o: (position[o.case.id], o.transcript.trial))
     run_seconds = last_result - began - startup
-    return LocalRun(outcomes, targets[0], startup, _merged_cache(config, learned), run_seconds)
+    return LocalRun(outcomes, targets[0], startup, _merged_cache(config, learned), run_seconds, config.in_flight)
 
 
 def _merged_cache(config: EvalConfig, learned: list[dict[str, Any]]) -> ResponseCache | None:

@@ -13,7 +13,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from evals.analysis import failure_breakdown, latency_frame, pass_hat_k_curve, tag_comparison
+from evals.analysis import described, failure_breakdown, latency_frame, pass_hat_k_curve, tag_comparison
 from evals.results import RunResult
 
 
@@ -22,7 +22,7 @@ def _legend(ax: Axes) -> None:
         ax.legend(fontsize="small", loc="best")
 
 
-def _short(label: str, width: int = 48) -> str:
+def _short(label: str, width: int = 64) -> str:
     return label if len(label) <= width else label[: width - 1] + "…"
 
 
@@ -61,9 +61,15 @@ def failure_bars(runs: Mapping[str, RunResult], ax: Axes) -> Axes:
 
 
 def latency_hist(runs: Mapping[str, RunResult], ax: Axes) -> Axes:
-    """Turn latency distribution per run (log scale: a scripted run and a local model differ by 100x)."""
-    df = latency_frame(runs)
-    ax.set_title("turn latency")
+    """Turn latency per run, of turns the model answered live (log scale: a hosted and a local model differ by 10x).
+    Replayed turns measure the backend alone: they are left out, and the title names the runs that had only those."""
+    everything = latency_frame(runs)
+    df = everything[everything["model"] == "live"]
+    replayed_only = [str(r) for r in everything["run"].unique() if r not in set(df["run"])]
+    ax.set_title(
+        "turn latency, model answering live"
+        + (f" ({', '.join(map(_short, replayed_only))}: replayed, not shown)" if replayed_only else "")
+    )
     if df.empty:
         return ax
     seconds = df.assign(latency_s=df["latency_ms"] / 1000.0)
@@ -99,14 +105,18 @@ def pass_hat_k_line(runs: Mapping[str, RunResult], ax: Axes) -> Axes:
 
 
 def dashboard(runs: Mapping[str, RunResult]) -> Figure:
-    """The main figure: pass rate per tag, failure reasons, latency distribution and pass^k, runs side by side."""
+    """The main figure: pass rate per tag, failure reasons, latency distribution and pass^k, runs side by side, each
+    labelled with its model and prompt."""
+    runs = described(runs)
     fig = Figure(figsize=(13, 10), layout="constrained")
     grid = fig.add_gridspec(2, 2, width_ratios=(1, 1.1))
     tag_bars(runs, fig.add_subplot(grid[:, 0]))
     failure_bars(runs, fig.add_subplot(grid[0, 1]))
     right = grid[1, 1].subgridspec(1, 2)
-    latency_hist(runs, fig.add_subplot(right[0, 0]))
-    pass_hat_k_line(runs, fig.add_subplot(right[0, 1]))
+    for draw, ax in ((latency_hist, fig.add_subplot(right[0, 0])), (pass_hat_k_line, fig.add_subplot(right[0, 1]))):
+        draw(runs, ax)
+        if (legend := ax.get_legend()) is not None:  # the runs are named once, in the failure panel's legend
+            legend.remove()
     return fig
 
 

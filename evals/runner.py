@@ -35,6 +35,8 @@ class RunOptions:
     # Hold `concurrency` per chat turn: for a deployed backend, whose model calls the runner cannot see (a turn makes
     # one model call at a time). In-process, the model client holds it per model call instead.
     limit_turns: bool = True
+    retries: int = 2  # more attempts for a trial that errored (timeout, 5xx, transport): an error is not a verdict
+    first_trial: int = 1
 
 
 def open_cases(concurrency: int) -> int:
@@ -224,6 +226,11 @@ async def _run_turn(
     return record
 
 
+def first_error(score: TrialScore) -> str:
+    """What stopped an errored trial, in one line."""
+    return next((f.message for f in score.failures if f.kind == "error"), "error")
+
+
 def _once(action: Callable[[], None]) -> Callable[[], None]:
     done = False
 
@@ -257,10 +264,10 @@ Job = tuple[Case, int]  # a case and a trial number
 NextJob = Callable[[], Awaitable[Job | None]]  # the next job to run, None when there are no more
 
 
-def jobs_in_order(cases: Sequence[Case], trials: int) -> list[Job]:
+def jobs_in_order(cases: Sequence[Case], trials: int, first_trial: int = 1) -> list[Job]:
     """Every case times every trial, longest cases first: with a fixed number of slots, a long case started last is
     what keeps a suite waiting (longest-processing-time-first scheduling)."""
-    jobs = [(case, trial) for trial in range(1, trials + 1) for case in cases]
+    jobs = [(case, trial) for trial in range(first_trial, first_trial + trials) for case in cases]
     return sorted(jobs, key=lambda job: (-expected_model_calls(job[0]), -len(job[0].tasks)))
 
 
@@ -281,7 +288,7 @@ async def run_suite(
     one queue instead, so none of them sits idle while another still has a backlog.
     """
     if next_job is None:
-        pending = iter(jobs_in_order(cases, options.trials))
+        pending = iter(jobs_in_order(cases, options.trials, options.first_trial))
 
         async def next_local() -> Job | None:
             return next(pending, None)
@@ -295,17 +302,25 @@ async def run_suite(
     turn_slots = asyncio.Semaphore(max(1, options.concurrency)) if options.limit_turns else None
     outcomes: list[TrialOutcome] = []
 
+    async def attempt(case: Case, trial: int) -> TrialOutcome:
+        await setting_up.acquire()
+        ready = _once(setting_up.release)
+        try:
+            transcript = await run_trial(case, trial, target, options, ready=ready, turn_slots=turn_slots)
+        finally:
+            ready()  # also when the trial raised before it was set up: the next one must not wait forever
+        return TrialOutcome(case, transcript, score_trial(case, transcript))
+
     async def case_slot() -> None:
         assert next_job is not None
         while (job := await next_job()) is not None:
             case, trial = job
-            await setting_up.acquire()
-            ready = _once(setting_up.release)
-            try:
-                transcript = await run_trial(case, trial, target, options, ready=ready, turn_slots=turn_slots)
-            finally:
-                ready()  # also when the trial raised before it was set up: the next one must not wait forever
-            outcome = TrialOutcome(case, transcript, score_trial(case, transcript))
+            outcome = await attempt(case, trial)
+            retried: list[str] = []
+            while outcome.score.errored and len(retried) < options.retries:
+                retried.append(first_error(outcome.score))
+                outcome = await attempt(case, trial)
+            outcome.transcript.retried = retried
             outcomes.append(outcome)
             if on_result is not None:
                 on_result(outcome)

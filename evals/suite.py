@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from evals.config import SCRIPTED_MODEL, EvalConfig, auto_workers, default_cache_file, select
 from evals.dataset import PROJECT_ROOT, Dataset
@@ -24,12 +26,15 @@ __all__ = [
     "SCRIPTED_MODEL",
     "EvalConfig",
     "LocalRun",
+    "MergeError",
     "auto_workers",
     "build_model_transport",
     "default_cache_file",
+    "merge_runs",
     "rescore",
     "run_evals",
     "select",
+    "with_more_trials",
 ]
 
 
@@ -41,6 +46,7 @@ async def run_evals(
     on_result: Callable[[TrialOutcome], None] | None = None,
 ) -> RunResult:
     config.validate()
+    config = config.settled()
     dataset = dataset if dataset is not None else select(config)
     started_at = datetime.now(UTC)
     started = time.perf_counter()
@@ -80,10 +86,12 @@ async def run_evals(
             "cases": len(dataset),
             "tags": config.tags,
             "ids": config.ids,
+            **_shard_info(config),
         },
         options={
             "trials": config.trials,
-            "concurrency": config.concurrency,
+            "concurrency": run.concurrency,
+            "retries": config.retries,
             "workers": config.workers,
             "turn_timeout": config.turn_timeout,
         },
@@ -98,6 +106,89 @@ async def run_evals(
 
         result.deepeval = strict_tool_correctness_summary(result, dataset)
     return result
+
+
+def _shard_info(config: EvalConfig) -> dict[str, Any]:
+    """What `merge_runs` checks shards against: which shard this is, and the whole selection it is a shard of."""
+    if config.shard is None:
+        return {}
+    whole = select(replace(config, shard=None))
+    return {"shard": list(config.shard), "suite_fingerprint": whole.fingerprint(), "suite_cases": len(whole)}
+
+
+class MergeError(ValueError):
+    """Results files that do not make one run together."""
+
+
+def merge_runs(runs: Sequence[RunResult], dataset: Dataset | None = None) -> RunResult:
+    """The results of one run made of the shards of a run (`--shard i/n`, every shard exactly once), as one run of
+    the whole selection gives them: trials in the dataset's order, metrics (and the deepeval summary, when the
+    shards had one and `dataset` is given) computed over all of them."""
+    if not runs:
+        raise MergeError("nothing to merge")
+    shards = [r.info.dataset.get("shard") for r in runs]
+    if any(s is None for s in shards):
+        raise MergeError("only the shards of a run (--shard i/n) can be merged; a results file without one was given")
+    counts = {s[1] for s in shards if s is not None}
+    suites = {r.info.dataset.get("suite_fingerprint") for r in runs}
+    if len(counts) != 1 or len(suites) != 1:
+        raise MergeError("these results are shards of different runs (their --shard n or selected cases differ)")
+    (count,) = counts
+    indices = sorted(s[0] for s in shards if s is not None)
+    if indices != list(range(1, count + 1)):
+        missing = sorted(set(range(1, count + 1)) - set(indices))
+        repeated = sorted({i for i in indices if indices.count(i) > 1})
+        raise MergeError(f"shards of {count}: missing {missing or 'none'}, given twice {repeated or 'none'}")
+    first = runs[0]
+    trials = [t for run in runs for t in run.trials]
+    order = {c.id: i for i, c in enumerate(dataset.cases)} if dataset is not None else {}
+    seen: dict[str, int] = {}
+    for t in trials:
+        seen.setdefault(t.case_id, len(seen))
+    trials.sort(key=lambda t: (order.get(t.case_id, len(order) + seen[t.case_id]), t.trial))
+    caches = [r.info.cache or {} for r in runs]
+    cache = {**caches[0], **{k: sum(int(c.get(k) or 0) for c in caches) for k in ("hits", "misses", "recorded")}}
+    info = first.info.model_copy(
+        update={
+            "run_id": first.info.run_id + "-merged",
+            "started_at": min(r.info.started_at for r in runs),
+            "finished_at": max((r.info.finished_at or "") for r in runs) or None,
+            "wall_seconds": max((r.info.wall_seconds or 0.0) for r in runs),
+            "run_seconds": max((r.info.run_seconds or 0.0) for r in runs),
+            "dataset": {
+                **{
+                    k: v
+                    for k, v in first.info.dataset.items()
+                    if k not in ("shard", "suite_cases", "suite_fingerprint")
+                },
+                "fingerprint": first.info.dataset["suite_fingerprint"],
+                "cases": first.info.dataset.get("suite_cases"),
+                "merged_shards": count,
+            },
+            "cache": cache if first.info.cache is not None else None,
+        }
+    )
+    merged = RunResult(info=info, metrics=summarise(trials), trials=trials)
+    if dataset is not None and all(r.deepeval is not None for r in runs):
+        from evals.deepeval_metric import strict_tool_correctness_summary
+
+        merged.deepeval = strict_tool_correctness_summary(merged, dataset)
+    return merged
+
+
+def with_more_trials(result: RunResult, more: RunResult, dataset: Dataset | None = None) -> RunResult:
+    """`result` with the trials of `more` (further trials of some of its cases, numbered on from its own) added,
+    and its metrics recomputed: how a suspected regression is confirmed or found to be a flip."""
+    order = {t.case_id: i for i, t in enumerate(result.trials)}
+    trials = sorted([*result.trials, *more.trials], key=lambda t: (order.get(t.case_id, len(order)), t.trial))
+    confirmed = sorted({t.case_id for t in more.trials})
+    info = result.info.model_copy(update={"options": {**result.info.options, "confirmed": confirmed}})
+    combined = RunResult(info=info, metrics=summarise(trials), trials=trials)
+    if dataset is not None and result.deepeval is not None:
+        from evals.deepeval_metric import strict_tool_correctness_summary
+
+        combined.deepeval = strict_tool_correctness_summary(combined, dataset)
+    return combined
 
 
 def rescore(result: RunResult, dataset: Dataset) -> RunResult:

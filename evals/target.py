@@ -296,6 +296,11 @@ class RemoteTarget:
             if self._mint_settings is None:
                 self._pool.put_nowait((user, token))
 
+    def capacity(self) -> int | None:
+        """The model capacity the backend reports in /api/info (its bundled model's slots), if it knows one."""
+        reported = self.info.get("model_capacity")
+        return reported if isinstance(reported, int) and reported > 0 else None
+
     def describe(self) -> dict[str, Any]:
         return {
             "kind": "url",

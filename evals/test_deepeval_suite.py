@@ -45,7 +45,7 @@ def _load() -> list[tuple[Case, TrialResult]]:
             model=os.environ.get("EVAL_MODEL") or None,
             tags=_split("EVAL_TAGS"),
             ids=_split("EVAL_IDS"),
-            concurrency=int(os.environ.get("EVAL_CONCURRENCY", "2")),
+            concurrency=int(os.environ["EVAL_CONCURRENCY"]) if os.environ.get("EVAL_CONCURRENCY") else None,
             cache_mode=os.environ.get("EVAL_CACHE", "replay-or-record"),  # type: ignore[arg-type]
             deepeval=False,
         )

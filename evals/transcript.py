@@ -57,6 +57,7 @@ class Transcript(BaseModel):
     setup_error: str | None = None  # seeding failed: the case never ran
     wall_ms: float | None = None  # the case's own time: setup, turns and task-list reads, not its waits for a turn slot
     queued_ms: float | None = None  # waits for a turn slot (`--concurrency` turns in flight at once)
+    retried: list[str] = Field(default_factory=list)  # what stopped each earlier attempt (errors, retried)
 
 
 def task_view(task: dict[str, Any]) -> dict[str, Any]:

@@ -68,13 +68,12 @@ def prompt_file_for_run(ctx: PlaygroundContext, session: PlaygroundSession) -> P
 
 def eval_config(ctx: PlaygroundContext, session: PlaygroundSession, tags: list[str]) -> EvalConfig:
     settings = ctx.model_settings(session.model)
-    local = settings.is_local_model
     return EvalConfig(
         dataset=ctx.dataset,
         tags=list(tags),
         prompt=prompt_file_for_run(ctx, session),
         settings=settings,
-        concurrency=1 if local else 4,  # the local model serialises requests anyway
+        concurrency=None,  # what the model answers at once (the local model's slots; 4 for a hosted one)
         turn_timeout=settings.model_timeout + 30,
         cache_mode="off",  # a prompt engineer wants what the model says now, not what it said last time
         deepeval=False,  # the gate's verdict is our scorer's; deepeval's summary only adds minutes here

@@ -1,11 +1,12 @@
-"""Shared fixtures: real databases (SQLite file, and PostgreSQL when TEST_DATABASE_URL is set), the real ASGI app
-through httpx, and a scripted model at the model boundary."""
+"""Shared fixtures: real databases (SQLite file, and PostgreSQL: TEST_DATABASE_URL, or the machine's own when one
+answers on 127.0.0.1:5432), the real ASGI app through httpx, and a scripted model at the model boundary."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
+import socket
 import threading
 import time
 import uuid
@@ -17,7 +18,9 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
 
 from backend import db
 from backend.auth import mint_token
@@ -31,7 +34,28 @@ os.environ.setdefault("DEEPEVAL_TELEMETRY_OPT_OUT", "1")
 os.environ.setdefault("DEEPEVAL_DISABLE_DOTENV", "1")
 
 TEST_SECRET = "test-secret-" + "x" * 40
-PG_URL = os.environ.get("TEST_DATABASE_URL")
+LOCAL_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def postgres_url_for_tests(local: str = LOCAL_PG_URL) -> str | None:
+    """TEST_DATABASE_URL; unset, the machine's own PostgreSQL if one answers at `local` (set it empty to run on
+    SQLite only)."""
+    if "TEST_DATABASE_URL" in os.environ:
+        return os.environ["TEST_DATABASE_URL"] or None
+    where = make_url(local)
+    try:
+        with socket.create_connection((where.host or "127.0.0.1", where.port or 5432), timeout=1):
+            pass
+        engine = create_engine(local, connect_args={"connect_timeout": 2}, poolclass=NullPool)
+        with engine.connect():
+            pass
+    except Exception:  # nothing there, or not the trust-auth `test` database: SQLite only
+        return None
+    return local
+
+
+PG_URL = postgres_url_for_tests()
+PG_FOUND = PG_URL is not None and "TEST_DATABASE_URL" not in os.environ
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -50,10 +74,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def pytest_report_header(config: pytest.Config) -> str:
     where = (
         f"PostgreSQL at {make_url(PG_URL).render_as_string(hide_password=True)}"
+        + (" (found on 127.0.0.1:5432; TEST_DATABASE_URL= turns it off)" if PG_FOUND else "")
         if PG_URL
         else ("PostgreSQL: SKIPPED (set TEST_DATABASE_URL to run the database tests on it too)")
     )
     return f"todo-agent: SQLite always; {where}; local-model tests {'on' if config.getoption('--llm') else 'off'}"
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """Skips, one line per reason with its count (not one per test)."""
+    reasons: dict[str, int] = {}
+    for report in terminalreporter.stats.get("skipped", []):
+        longrepr = report.longrepr
+        reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        reasons[reason] = reasons.get(reason, 0) + 1
+    for reason, count in sorted(reasons.items(), key=lambda item: -item[1]):
+        terminalreporter.write_line(f"skipped {count}: {reason}")
 
 
 # ---------------------------------------------------------------- databases

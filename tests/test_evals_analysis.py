@@ -150,9 +150,9 @@ def test_latency_frame_and_summary(committed: RunResult, good: RunResult) -> Non
     frame = analysis.latency_frame(runs)
     assert len(frame[frame["run"] == "baseline"]) == committed.metrics["turns"]
     summary = analysis.latency_summary(runs)
-    assert summary.loc["baseline", "p50"] == pytest.approx(committed.metrics["latency_p50_ms"], abs=0.1)
-    assert summary.loc["baseline", "p95"] == pytest.approx(committed.metrics["latency_p95_ms"], abs=0.1)
-    assert list(summary.index) == ["baseline", "good"]
+    assert summary.loc[("baseline", "live"), "p50"] == pytest.approx(committed.metrics["latency_p50_ms"], abs=0.1)
+    assert summary.loc[("baseline", "live"), "p95"] == pytest.approx(committed.metrics["latency_p95_ms"], abs=0.1)
+    assert list(summary.index) == [("baseline", "live"), ("good", "live")]  # scripted answers are live too
 
 
 def test_pass_hat_k_curve_follows_summarise(good: RunResult, broken: RunResult, committed: RunResult) -> None:
@@ -205,7 +205,7 @@ def test_expected_calls_come_from_the_score_and_its_failure_evidence() -> None:
                 kind="missing_call",
                 turn=0,
                 message="delete_task was not called",
-                expected={"name": "delete_task", "arguments": {"task_id": "= 3"}},
+                expected={"name": "delete_task", "arguments": {"task_id": "3"}},
             )
         ],
     )

@@ -53,7 +53,7 @@ def test_compare_exits_1_on_a_regression_and_names_it(tmp_path: Path) -> None:
     broken.save(tmp_path / "b.json")
     code, output = invoke("compare", str(tmp_path / "a" / "results.json"), str(tmp_path / "b.json"))
     assert code == ExitCode.REGRESSION
-    assert "#### `ref-complete-by-id`" in output and "FAILED (exit 1)" in output
+    assert "#### `ref-complete-by-id`" in output and "**FAILED** (exit 1)" in output
 
 
 def test_min_pass_exit_code(tmp_path: Path) -> None:

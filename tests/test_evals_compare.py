@@ -12,23 +12,32 @@ from evals.results import RunInfo, RunResult, TrialResult
 from evals.scoring import Failure, Tallies, TrialScore
 from evals.transcript import Transcript, TurnRecord
 
+ERRORED = None  # a trial that got no answer (a timeout, a 5xx)
 
-def trial(case_id: str, n: int, passed: bool, tags: tuple[str, ...] = ("t",), latency: float = 100.0) -> TrialResult:
-    failures = [] if passed else [Failure(kind="wrong_tool", turn=0, message="expected complete_task, got delete_task")]
+
+def trial(
+    case_id: str, n: int, passed: bool | None, tags: tuple[str, ...] = ("t",), latency: float = 100.0
+) -> TrialResult:
+    """A trial that passed, failed, or (`ERRORED`) got a 504 from the backend."""
+    if passed is ERRORED:
+        failures = [Failure(kind="error", turn=0, message="HTTP 504 model_timeout: The model did not answer")]
+        record = TurnRecord(index=0, user="hi", status=504, error="HTTP 504 model_timeout", latency_ms=latency)
+    else:
+        failures = [] if passed else [Failure(kind="wrong_tool", turn=0, message="expected complete_task, got delete")]
+        record = TurnRecord(index=0, user="hi", status=200, response="ok", latency_ms=latency)
+    ok = bool(passed)
     return TrialResult(
         case_id=case_id,
         trial=n,
         tags=list(tags),
         case_fingerprint="f",
-        transcript=Transcript(case_id=case_id, trial=n, user_id="u",
-                              turns=[TurnRecord(index=0, user="hi", status=200, response="ok", latency_ms=latency)]),
-        score=TrialScore(case_id=case_id, trial=n, passed=passed, failures=failures,
-                         tallies=Tallies(name_slots=1, name_correct=int(passed), state_checks=1,
-                                         state_correct=int(passed))),
+        transcript=Transcript(case_id=case_id, trial=n, user_id="u", turns=[record]),
+        score=TrialScore(case_id=case_id, trial=n, passed=ok, failures=failures, errored=passed is ERRORED,
+                         tallies=Tallies(name_slots=1, name_correct=int(ok), state_checks=1, state_correct=int(ok))),
     )  # fmt: skip
 
 
-def run(spec: dict[str, list[bool]]) -> RunResult:
+def run(spec: dict[str, list[bool | None]]) -> RunResult:
     trials = [trial(case_id, i + 1, ok) for case_id, oks in spec.items() for i, ok in enumerate(oks)]
     return RunResult(info=RunInfo(run_id="r", started_at="now"), metrics=summarise(trials), trials=trials)
 
@@ -59,7 +68,7 @@ def test_by_tag_counts_a_case_under_each_tag() -> None:
     assert table.loc["y", "wrong_tool"] == 1
 
 
-def statuses(base: dict[str, list[bool]], cand: dict[str, list[bool]]) -> dict[str, str]:
+def statuses(base: dict[str, list[bool | None]], cand: dict[str, list[bool | None]]) -> dict[str, str]:
     return {c.case_id: c.status for c in compare(run(base), run(cand)).cases}
 
 
@@ -112,3 +121,56 @@ def test_junit_reports_known_failures_as_skipped_when_a_baseline_is_given() -> N
     assert by_name["known"].find("skipped") is not None and by_name["broke"].find("failure") is not None
     alone = ET.fromstring(render_junit(cand)).findall("testsuite")[0]
     assert alone.get("failures") == "2"  # without a baseline every failure is a failure
+
+
+def test_errored_trials_count_in_no_rate_and_say_how_many_they_were() -> None:
+    m = run({"a": [True, ERRORED], "b": [False], "c": [ERRORED, ERRORED]}).metrics
+    assert m["trials"] == 5 and m["errored_trials"] == 3 and m["cases_inconclusive"] == 1
+    assert m["case_pass_rate"] == 0.5  # a passed, b failed: the errors count neither way
+    assert m["tool_name_accuracy"] == 0.5 and m["cases_passing_all_trials"] == 1
+    assert run({"a": [ERRORED]}).metrics["case_pass_rate"] is None  # nothing answered: no rate at all
+
+
+def test_errors_are_never_regressions_a_case_with_only_errors_is_inconclusive() -> None:
+    got = statuses(
+        {"timed_out": [True], "one_error": [True, True], "base_errored": [ERRORED], "fine": [True]},
+        {"timed_out": [ERRORED, ERRORED], "one_error": [ERRORED, True], "base_errored": [False], "fine": [True]},
+    )
+    assert got == {"timed_out": "inconclusive", "one_error": "still_passing", "base_errored": "inconclusive",
+                   "fine": "still_passing"}  # fmt: skip
+
+
+def test_the_gate_says_inconclusive_with_its_own_exit_code_and_a_verdict_line() -> None:
+    base = run({"a": [True], "b": [True], "c": [True]})
+    errored = run({"a": [ERRORED], "b": [True], "c": [True]})
+    verdict = gate(errored, compare(base, errored), min_pass=None)
+    assert verdict.exit_code == ExitCode.INCONCLUSIVE and verdict.verdict == "INCONCLUSIVE"
+    assert verdict.line == "GATE INCONCLUSIVE: 0 regressions, 0 flaky, 1 inconclusive, pass rate 1.000 (baseline 1.000)"
+    assert "a" in verdict.reasons[0]
+    worse = run({"a": [ERRORED], "b": [False], "c": [True, False]})
+    verdict = gate(worse, compare(base, worse), min_pass=None)
+    assert verdict.exit_code == ExitCode.REGRESSION  # a regression outranks an inconclusive case
+    assert verdict.line == "GATE FAILED: 1 regression, 1 flaky, 1 inconclusive, pass rate 0.333 (baseline 1.000)"
+    low = run({"a": [ERRORED], "b": [False, True], "c": [True]})
+    assert gate(low, compare(base, low), min_pass=0.9).exit_code == ExitCode.BELOW_MIN_PASS
+    alone = gate(errored, None, min_pass=None)
+    assert alone.exit_code == ExitCode.INCONCLUSIVE and alone.line.endswith("pass rate 1.000")
+    passed = gate(base, compare(base, base), min_pass=0.5)
+    assert passed.line == "GATE PASSED: 0 regressions, 0 flaky, 0 inconclusive, pass rate 1.000 (baseline 1.000)"
+
+
+def test_junit_is_valid_xml_whatever_the_model_wrote_and_errors_are_errors() -> None:
+    import xml.etree.ElementTree as ET
+
+    from evals.reports import render_junit
+
+    cand = run({"a": [True], "b": [ERRORED]})
+    cand.trials[0].transcript.turns[0].response = "done \x1b[31mred\x1b[0m \x00 \x08 ok"
+    cand.trials[0].transcript.turns[0].user = "bell \x07"
+    root = ET.fromstring(render_junit(cand, comparison=compare(run({"a": [True], "b": [True]}), cand)))
+    first = root.findall("testsuite")[0]
+    assert (first.get("failures"), first.get("errors")) == ("0", "1")
+    out = next(c for c in first.iter("testcase") if c.get("name") == "a").find("system-out")
+    assert out is not None and out.text is not None and "\\x1b[31mred" in out.text and "bell \\x07" in out.text
+    gate_suite = root.findall("testsuite")[1]
+    assert gate_suite.get("errors") == "1" and gate_suite.find("testcase/error") is not None

@@ -72,7 +72,7 @@ async def test_planted_regression_fails_the_gate_and_names_the_cases(
     report = render_markdown(candidate, comparison=comparison, gate=verdict)
     for case_id in must_name:
         assert f"#### `{case_id}`" in report  # evidence side by side, per regression
-    assert "FAILED (exit 1)" in report
+    assert "**FAILED** (exit 1)" in report and "GATE FAILED: " in report
     junit = render_junit(candidate, comparison=comparison)
     for case_id in must_name:
         assert re.search(rf'name="{re.escape(case_id)}"[^>]*>\s*<failure', junit)

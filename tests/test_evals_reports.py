@@ -54,3 +54,36 @@ async def test_results_file_round_trips(tmp_path: Path) -> None:
     assert turn.tool_calls[0].name == "add_task" and turn.tasks_after and turn.model_calls == 2
     assert turn.input_tokens == 20  # the scripted model reports usage: 10 prompt tokens a call
     assert loaded.deepeval is not None and "tool_correctness_strict_mean" in loaded.deepeval
+
+
+async def test_reports_speak_as_people_write(tmp_path: Path) -> None:
+    """Expected values read as the dataset writes them, the starting task list reads as tasks, turns count from 1,
+    and a replayed turn's milliseconds never sit in the live latency figure."""
+    from evals.analysis import failures_frame, latency_frame, latency_summary
+    from tests.evals_support import drop_description
+
+    ids = ["add-with-description", "add-without-description"]
+    cand = await run_evals(scripted_config(tmp_path, drop_description(), ids=ids))
+    failing = next(t for t in cand.trials if t.case_id == "add-with-description")
+    final = next(f for f in failing.score.failures if f.kind == "state_mismatch")
+    assert final.expected == [{"title": "contains 'plumber'", "description": "contains 'sink'"}]
+    assert "{'equals'" not in render_markdown(cand) and "{&#x27;equals" not in render_html(cand)
+    broken = await run_evals(scripted_config(tmp_path / "d", delete_instead_of_complete(), ids=["ref-complete-by-id"]))
+    first = broken.trials[0].transcript.tasks_before[0]
+    line = f"#{first['id']} {first['title']}"
+    html = render_html(broken)
+    assert f"<li>{line}" in html and f"tasks before: {line}" in render_markdown(broken)
+    before = html.split("tasks before the first turn")[1].split("</ul>")[0]
+    assert "{&quot;" not in before and before.count("<li>") == len(broken.trials[0].transcript.tasks_before)
+    assert set(failures_frame(cand)["turn"].dropna()) <= {1}  # every case here is one turn: turn 1, never 0
+
+    replay = tmp_path / "cache.jsonl"
+    live = await run_evals(scripted_config(tmp_path / "l", ids=ids, cache_mode="record", cache_file=replay))
+    again = await run_evals(scripted_config(tmp_path / "r", ids=ids, cache_mode="replay", cache_file=replay))
+    frame = latency_frame({"live": live, "replayed": again})
+    assert set(frame[frame["run"] == "live"]["model"]) == {"live"}
+    assert set(frame[frame["run"] == "replayed"]["model"]) == {"replayed"}
+    assert again.metrics["latency_p50_ms"] is None and again.metrics["replayed_latency_p50_ms"] is not None
+    summary = latency_summary({"live": live, "replayed": again})
+    assert list(summary.index) == [("live", "live"), ("replayed", "replayed")]
+    assert "turn latency p50, model live (ms) | n/a" in render_markdown(again)

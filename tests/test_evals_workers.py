@@ -11,18 +11,23 @@ import sys
 import threading
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
 from typer.testing import CliRunner
 
+from backend.agent import AgentConfig, TodoAgent, turn_deadline
+from backend.llm.provider import build_model
+from backend.settings import Settings
+from backend.tools import ToolRunContext
 from evals.cache import TURN_STATS, ModelCallStats, RecordReplayTransport
 from evals.dataset import load_dataset
 from evals.local_run import run_here
 from evals.parallel import _start_method
 from evals.results import RunResult
 from evals.runner import Job, expected_model_calls, jobs_in_order, open_cases
+from evals.scripted_model import Reply, create_scripted_app
 from evals.suite import auto_workers, run_evals
 from tests.conftest import Hold
 from tests.evals_support import InFlight, scripted_config
@@ -233,3 +238,50 @@ async def test_a_run_gives_the_heap_back_to_the_collector(tmp_path: Path) -> Non
         scripted_config(tmp_path, ids=IDS[:1]), on_result=lambda _outcome: plain.append(gc.get_freeze_count())
     )
     assert plain == [0]
+
+
+async def test_in_process_a_wait_for_the_model_slot_moves_the_backends_turn_deadline_too() -> None:
+    """In-process, the runner's wait for a model slot happens inside the backend's turn: the backend's per-turn
+    timeout must not count it either, or a queue of cases on one local slot would time out as "the model did not
+    answer". Two real agent turns share one slot; the second waits seven seconds (of the test's clock) for it, and
+    the deadline its model call runs under is seven seconds later than the first's."""
+    now = [1000.0]
+    deadlines: list[float | None] = []
+    first_may_answer = asyncio.Event()
+
+    async def hold_first() -> None:
+        await first_may_answer.wait()
+
+    def respond(_request: dict[str, Any]) -> Reply:
+        deadlines.append(turn_deadline())
+        return Reply(text="done", wait=hold_first if len(deadlines) == 1 else None)
+
+    readings = [0]
+
+    def clock() -> float:
+        readings[0] += 1
+        return now[0]
+
+    transport = RecordReplayTransport(
+        httpx.ASGITransport(app=create_scripted_app(respond)), max_in_flight=1, clock=clock
+    )
+    settings = Settings(agent_model="scripted", openai_base_url="http://scripted.model/v1", openai_api_key="none")
+    model = build_model(settings, http_client=httpx.AsyncClient(transport=transport))
+    agent = TodoAgent(model, AgentConfig(instructions="You manage tasks.", timeout=60.0))
+    context = ToolRunContext(user_id="u1", engine=cast(Any, None))
+
+    async def turn() -> list[object]:
+        return [event async for event in agent.stream(context=context, history=[], message="hi", stream_tokens=False)]
+
+    first = asyncio.create_task(turn())
+    while not deadlines:  # the first request holds the one slot
+        await asyncio.sleep(0)
+    second = asyncio.create_task(turn())
+    while readings[0] < 3:  # the first read the clock twice (queued, started); the second's read: it waits now
+        await asyncio.sleep(0)
+    now[0] += 7.0
+    first_may_answer.set()
+    await first
+    await second
+    assert len(deadlines) == 2 and deadlines[0] is not None and deadlines[1] is not None
+    assert deadlines[1] - deadlines[0] >= 7.0

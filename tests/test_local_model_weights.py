@@ -83,8 +83,8 @@ def test_missing_chunk_file_raises(tmp_path: Path, chunks: list[Path]) -> None:
 
 
 def test_missing_part_packages_are_named_with_the_install_hint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = weights._part_path
-    monkeypatch.setattr(weights, "_part_path", lambda i: None if i in (3, 17) else real(i))
+    real = weights.part_path
+    monkeypatch.setattr(weights, "part_path", lambda i: None if i in (3, 17) else real(i))
     with pytest.raises(ModelWeightsError) as info:
         ensure_model_file(tmp_path)
     message = str(info.value)

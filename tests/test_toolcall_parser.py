@@ -243,6 +243,7 @@ class FakeEngine:
         self.message = message
         self.decision = decision
         self.bodies: list[dict[str, Any]] = []
+        self.slots = 1
         self.grammars: list[str] = []
         self.seed = 42
         self.lock = asyncio.Lock()

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from backend import __version__, db
 from backend.deps import CurrentUser
-from backend.errors import ErrorBody, error_body, error_responses
-from backend.llm.provider import model_name
+from backend.errors import ApiError, ErrorBody, error_body, error_responses
+from backend.llm.provider import model_capacity, model_name
+from backend.metrics import exposition
 from backend.prompts import prompt_version
 
 router = APIRouter(tags=["health"])
@@ -76,6 +78,20 @@ async def ready(request: Request) -> Any:
     return {"status": "ready", "checks": checks}
 
 
+@router.get("/metrics", include_in_schema=False)
+async def metrics_text(request: Request) -> Response:
+    """Prometheus text of every worker's counts; off or behind METRICS_TOKEN as the settings say."""
+    settings = request.app.state.settings
+    if not settings.metrics_on:
+        raise ApiError(404, "not_found", "Not found.")
+    if settings.metrics_token:
+        given = request.headers.get("authorization", "").encode()
+        if not hmac.compare_digest(given, f"Bearer {settings.metrics_token}".encode()):
+            raise ApiError(401, "unauthorized", "Metrics need Authorization: Bearer <METRICS_TOKEN>.")
+    body, content_type = exposition()
+    return Response(body, media_type=content_type)
+
+
 @router.get("/api/info", responses=error_responses(401, 503))
 async def info(_: CurrentUser, request: Request) -> dict[str, Any]:
     settings = request.app.state.settings
@@ -84,6 +100,7 @@ async def info(_: CurrentUser, request: Request) -> dict[str, Any]:
         "version": __version__,
         "model": model_name(settings),
         "agent_model": settings.agent_model,
+        "model_capacity": model_capacity(settings),
         "prompt_file": settings.system_prompt_file.name,
         "prompt_version": prompt_version(prompt),
     }

@@ -61,15 +61,15 @@ class Completed:
 
 
 class _Engine:
-    """The loaded model and the one lock that serialises requests to its single slot."""
+    """The loaded model, and a gate that lets at most one request per slot reach it (the rest queue here)."""
 
-    def __init__(self, model_path: Path, *, n_ctx: int, threads: int, seed: int) -> None:
+    def __init__(self, model_path: Path, *, n_ctx: int, threads: int, seed: int, slots: int = 1) -> None:
         import xllamacpp  # imported here so tools that never serve the model don't pay for the native library
 
         params = xllamacpp.CommonParams()
         params.model.path = str(model_path)
-        params.n_ctx = n_ctx
-        params.n_parallel = 1
+        params.n_ctx = n_ctx * slots  # llama.cpp divides the context between the slots
+        params.n_parallel = slots
         params.use_jinja = True
         params.cpuparams.n_threads = threads
         params.cpuparams_batch.n_threads = threads
@@ -80,7 +80,8 @@ class _Engine:
         self.server = xllamacpp.Server(params)
         self.native_url = str(self.server.listening_address)
         self.seed = seed
-        self.lock = asyncio.Lock()
+        self.slots = slots
+        self.lock = asyncio.Semaphore(slots)
         self._http = httpx.Client(base_url=self.native_url, timeout=30)
 
     def chat(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -360,13 +361,17 @@ def _error(status: int, message: str, kind: str) -> JSONResponse:
     return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status)
 
 
-def create_local_model_app(model_path: Path, *, n_ctx: int = 4096, threads: int = 2, seed: int = 42) -> FastAPI:
+def create_local_model_app(
+    model_path: Path, *, n_ctx: int = 4096, threads: int = 2, seed: int = 42, slots: int = 1
+) -> FastAPI:
     """The ASGI app; the model loads during startup, so /health answers 200 only once it can serve."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         started = time.perf_counter()
-        app.state.engine = await asyncio.to_thread(_Engine, model_path, n_ctx=n_ctx, threads=threads, seed=seed)
+        app.state.engine = await asyncio.to_thread(
+            _Engine, model_path, n_ctx=n_ctx, threads=threads, seed=seed, slots=slots
+        )
         app.state.load_seconds = round(time.perf_counter() - started, 2)
         yield
         app.state.engine = None
@@ -379,13 +384,15 @@ def create_local_model_app(model_path: Path, *, n_ctx: int = 4096, threads: int 
 
     @app.get("/health")
     async def health(request: Request) -> JSONResponse:
-        if engine_of(request) is None:
-            return JSONResponse({"status": "loading"}, status_code=503)
+        engine = engine_of(request)
+        if engine is None:
+            return JSONResponse({"status": "loading", "pid": os.getpid()}, status_code=503)
         return JSONResponse(
             {
                 "status": "ok",
                 "model": MODEL_ID,
                 "pid": os.getpid(),
+                "slots": engine.slots,
                 "load_seconds": request.app.state.load_seconds,
             }
         )
@@ -410,7 +417,7 @@ def create_local_model_app(model_path: Path, *, n_ctx: int = 4096, threads: int 
             return _error(400, "`messages` must be a non-empty list", "invalid_request_error")
         model_body = _model_body(body, engine.seed)
         try:
-            async with engine.lock:  # one slot: requests queue here instead of inside llama.cpp
+            async with engine.lock:  # a request per slot: the others queue here instead of inside llama.cpp
                 done = await asyncio.to_thread(answer, engine, model_body)
         except ModelRequestError as exc:
             return _error(400, str(exc), "invalid_request_error")
@@ -426,7 +433,7 @@ def run_local_model_server(settings: Settings) -> None:
     import uvicorn
 
     model_path = ensure_model_file(settings.resolved_model_dir)
-    app = create_local_model_app(model_path, seed=settings.seed)
+    app = create_local_model_app(model_path, seed=settings.seed, slots=settings.local_model_slots)
     uvicorn.run(app, host=settings.local_model_host, port=settings.local_model_port, workers=1, log_level="info")
 
 
@@ -468,6 +475,7 @@ def _child_env(settings: Settings) -> dict[str, str]:
     env["MODEL_DIR"] = str(settings.resolved_model_dir.resolve())
     env["LOCAL_MODEL_HOST"] = settings.local_model_host
     env["LOCAL_MODEL_PORT"] = str(settings.local_model_port)
+    env["LOCAL_MODEL_SLOTS"] = str(settings.local_model_slots)
     env["SEED"] = str(settings.seed)
     # Run the same source tree as the caller, whether or not the project is installed.
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)

@@ -23,6 +23,12 @@ def model_name(settings: Settings) -> str:
     return LOCAL_MODEL_NAME if settings.is_local_model else settings.agent_model
 
 
+def model_capacity(settings: Settings) -> int | None:
+    """Model requests the configured endpoint answers at once without queueing them, where the backend knows it
+    (the bundled model's slots); None for a hosted endpoint, whose capacity is its operator's."""
+    return settings.local_model_slots if settings.is_local_model else None
+
+
 def build_client(settings: Settings, *, http_client: httpx.AsyncClient | None = None) -> AsyncOpenAI:
     return DirectAsyncOpenAI(
         base_url=model_base_url(settings),

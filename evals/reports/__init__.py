@@ -2,6 +2,6 @@
 
 from evals.reports.html import render_html
 from evals.reports.junit import render_junit
-from evals.reports.markdown import render_markdown
+from evals.reports.markdown import render_markdown, render_summary
 
-__all__ = ["render_html", "render_junit", "render_markdown"]
+__all__ = ["render_html", "render_junit", "render_markdown", "render_summary"]

@@ -9,7 +9,7 @@ from typing import Any
 
 from evals.compare import Comparison, GateResult
 from evals.metrics import by_tag
-from evals.reports.markdown import METRIC_LABELS, call_text, fmt, headline
+from evals.reports.markdown import METRIC_LABELS, call_text, fmt, headline, task_lines
 from evals.results import RunResult, TrialResult
 from evals.scoring import FAILURE_KINDS
 
@@ -77,7 +77,7 @@ def _tag_charts(result: RunResult, comparison: Comparison | None) -> str:
     table = by_tag(result.trials)
     base_rates: dict[str, float] = {}
     if comparison is not None:
-        base_table = by_tag(comparison.baseline.trials)
+        base_table = by_tag(comparison.baseline_same_cases.trials)
         base_rates = dict(zip(base_table["tag"], base_table["pass_rate"], strict=False))
     cards = []
     for row in table.to_dict("records"):
@@ -102,7 +102,7 @@ def _tag_charts(result: RunResult, comparison: Comparison | None) -> str:
 
 
 def _metrics(result: RunResult, comparison: Comparison | None) -> str:
-    base = comparison.baseline if comparison else None
+    base = comparison.baseline_same_cases if comparison else None
     rows = []
     for key, label in METRIC_LABELS.items():
         b = f"<td>{fmt(base.metrics.get(key))}</td>" if base else ""
@@ -127,7 +127,10 @@ def _transcript(trial: TrialResult) -> str:
     parts = []
     t = trial.transcript
     if t.tasks_before:
-        parts.append(f"<p>tasks before: <code>{escape(json.dumps(t.ids))}</code></p>")
+        listed = "".join(f"<li>{escape(line)}</li>" for line in task_lines(t.tasks_before))
+        parts.append(f"<p>tasks before the first turn:</p><ul>{listed}</ul>")
+    if t.retried:
+        parts.append(f"<p class='muted'>retried after: {escape('; '.join(t.retried))}</p>")
     if t.setup_error:
         parts.append(f'<p class="bad">setup failed: {escape(t.setup_error)}</p>')
     for turn in t.turns:
@@ -169,7 +172,8 @@ def _comparison(comparison: Comparison) -> str:
             f"[{escape(', '.join(item.tags))}]</summary><div class='side'><div><h4>baseline</h4>{base}</div>"
             f"<div><h4>candidate</h4>{cand}</div></div></details>"
         )
-    for title, items in (("Newly passing", comparison.fixed), ("Flaky (reported, not failed)", comparison.flaky)):
+    for title, items in (("Newly passing", comparison.fixed), ("Flaky (reported, not failed)", comparison.flaky),
+                         ("Inconclusive (every trial errored)", comparison.inconclusive)):  # fmt: skip
         listed = "".join(
             f"<li><code>{escape(i.case_id)}</code>: baseline {i.baseline_passed}/{i.baseline_trials}, "
             f"candidate {i.candidate_passed}/{i.candidate_trials}</li>"
@@ -186,8 +190,8 @@ def render_html(result: RunResult, *, comparison: Comparison | None = None, gate
         cls = "ok" if gate.passed else "bad"
         reasons = "".join(f"<li>{escape(r)}</li>" for r in gate.reasons)
         verdict = (
-            f"<h2>Gate</h2><p class='{cls}'><b>{'PASSED' if gate.passed else 'FAILED'}</b> "
-            f"(exit {int(gate.exit_code)})</p><ul>{reasons}</ul>"
+            f"<h2>Gate</h2><p class='{cls}'><b>{gate.verdict}</b> (exit {int(gate.exit_code)}): "
+            f"<code>{escape(gate.line)}</code></p><ul>{reasons}</ul>"
         )
     failures = "".join(
         f"<details><summary><code>{escape(t.case_id)}</code> trial {t.trial} "

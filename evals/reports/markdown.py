@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from evals.compare import CaseComparison, Comparison, GateResult
@@ -15,8 +16,10 @@ METRIC_LABELS = {
     "tool_name_accuracy": "tool-name accuracy",
     "argument_accuracy": "argument accuracy",
     "state_accuracy": "state accuracy",
-    "latency_p50_ms": "turn latency p50 (ms)",
-    "latency_p95_ms": "turn latency p95 (ms)",
+    "latency_p50_ms": "turn latency p50, model live (ms)",
+    "latency_p95_ms": "turn latency p95, model live (ms)",
+    "replayed_latency_p50_ms": "turn latency p50, model replayed from the cache (ms)",
+    "errored_trials": "errored trials (timeouts, 5xx; retries included)",
     "input_tokens": "input tokens",
     "output_tokens": "output tokens",
     "model_calls": "model calls",
@@ -101,8 +104,19 @@ def tag_table(result: RunResult) -> list[str]:
     return lines
 
 
+def task_lines(tasks: list[dict[str, Any]]) -> list[str]:
+    """A task list as a person reads it: `#3 Buy milk (done) — from the corner shop`."""
+    return [
+        f"#{t.get('id')} {t.get('title')}" + (" (done)" if t.get("completed") else "")
+        + (f" — {t['description']}" if t.get("description") else "")
+        for t in tasks
+    ]  # fmt: skip
+
+
 def trial_evidence(trial: TrialResult) -> list[str]:
     lines = []
+    if trial.transcript.tasks_before:
+        lines.append(f"  - tasks before: {'; '.join(task_lines(trial.transcript.tasks_before))}")
     for turn in trial.transcript.turns:
         calls = "; ".join(call_text(c) for c in turn.tool_calls) or "no calls"
         lines.append(f"  - turn {turn.index + 1}: user: {turn.user!r}")
@@ -174,6 +188,7 @@ def comparison_section(comparison: Comparison) -> list[str]:
         lines += side_by_side(item)
         lines.append("")
     for title, items in (("Newly passing", comparison.fixed), ("Flaky (reported, not failed)", comparison.flaky),
+                         ("Inconclusive (every trial errored: neither passed nor failed)", comparison.inconclusive),
                          ("New cases", comparison.with_status("new"))):  # fmt: skip
         lines.append("")
         lines.append(f"### {title} ({len(items)})")
@@ -194,7 +209,7 @@ def comparison_section(comparison: Comparison) -> list[str]:
 def render_markdown(result: RunResult, *, comparison: Comparison | None = None, gate: GateResult | None = None) -> str:
     lines = [f"# Eval run `{result.info.run_id}`", "", headline(result), ""]
     lines += ["## Metrics", ""]
-    lines += metrics_table(result, comparison.baseline if comparison else None)
+    lines += metrics_table(result, comparison.baseline_same_cases if comparison else None)
     lines += ["", "## By tag", ""]
     lines += tag_table(result)
     lines.append("")
@@ -202,8 +217,57 @@ def render_markdown(result: RunResult, *, comparison: Comparison | None = None, 
         lines += comparison_section(comparison)
     lines += failures_section(result)
     if gate is not None:
-        verdict = "PASSED" if gate.passed else f"FAILED (exit {int(gate.exit_code)})"
-        lines += ["## Gate", "", f"**{verdict}**", ""]
+        lines += ["## Gate", "", f"**{gate.verdict}** (exit {int(gate.exit_code)}): `{gate.line}`", ""]
+        lines += [f"- {reason}" for reason in gate.reasons]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _case_lines(items: list[CaseComparison], why: Callable[[CaseComparison], str]) -> list[str]:
+    return [f"| `{item.case_id}` | {why(item)} |" for item in items]
+
+
+def _first_failure(item: CaseComparison) -> str:
+    trial = item.candidate_evidence
+    if trial is None or not trial.score.failures:
+        return ""
+    failure = trial.score.failures[0]
+    where = "" if failure.turn is None else f"turn {failure.turn + 1}: "
+    return f"{where}{failure.kind}: {failure.message}".replace("|", "\\|").replace("\n", " ")[:200]
+
+
+def render_summary(result: RunResult, *, comparison: Comparison | None = None, gate: GateResult | None = None) -> str:
+    """The short verdict a CI step summary or a pull-request comment shows: the gate line, the headline figures,
+    and the cases that decided it (regressions, inconclusive, flaky); the full report has the evidence."""
+    lines = [f"### Eval gate: {gate.verdict if gate else 'no gate'}", ""]
+    if gate is not None:
+        lines += [f"`{gate.line}`", ""]
+    lines += [headline(result), ""]
+    m, b = result.metrics, comparison.baseline_same_cases.metrics if comparison else None
+    lines += ["| | this run |" + (" baseline |" if b else ""), "|---|---|" + ("---|" if b else "")]
+    for key in ("case_pass_rate", "tool_name_accuracy", "argument_accuracy", "state_accuracy", "errored_trials",
+                "latency_p50_ms"):  # fmt: skip
+        lines.append(f"| {METRIC_LABELS.get(key, key)} | {fmt(m.get(key))} |" + (f" {fmt(b.get(key))} |" if b else ""))
+    lines.append("")
+    if comparison is not None:
+        sections: list[tuple[str, list[CaseComparison], Callable[[CaseComparison], str]]] = [
+            ("Regressions", comparison.regressions, _first_failure),
+            ("Inconclusive", comparison.inconclusive, _first_failure),
+            ("Flaky", comparison.flaky,
+             lambda i: f"baseline {i.baseline_passed}/{i.baseline_trials}, this run {i.candidate_passed}/{i.candidate_trials}"),
+            ("Newly passing", comparison.fixed, lambda i: f"this run {i.candidate_passed}/{i.candidate_trials}"),
+        ]  # fmt: skip
+        for title, items, why in sections:
+            if items:
+                lines += [
+                    f"**{title} ({len(items)})**",
+                    "",
+                    "| case | why |",
+                    "|---|---|",
+                    *_case_lines(items, why),
+                    "",
+                ]
+    if gate is not None and gate.reasons:
         lines += [f"- {reason}" for reason in gate.reasons]
         lines.append("")
     return "\n".join(lines)

@@ -119,8 +119,8 @@ def expectation_view(expectation: TaskListExpectation) -> Any:
         return "unchanged"
     return [
         {
-            k: (describe(v) if k in ("title", "description") else v)
-            for k, v in e.model_dump().items()
+            k: (describe(getattr(e, k)) if k in ("title", "description") else getattr(e, k))
+            for k in type(e).model_fields
             if k in e.model_fields_set
         }
         for e in expectation

@@ -37,6 +37,9 @@ class TrialScore(BaseModel):
     case_id: str
     trial: int
     passed: bool
+    # The trial says nothing about the agent: its setup or a turn failed for want of an answer (a timeout, a 5xx,
+    # a transport failure, a rate limit). Such a trial is neither a pass nor a failure; the runner retries it.
+    errored: bool = False
     failures: list[Failure] = Field(default_factory=list)
     turns: list[TurnScore] = Field(default_factory=list)
     final_state_ok: bool | None = None
@@ -49,6 +52,18 @@ class TrialScore(BaseModel):
 
 def _turn_ok(record: TurnRecord) -> bool:
     return record.status == 200 and record.error is None
+
+
+# Statuses that say the backend could not answer now (try again), not that the agent did something wrong.
+_UNAVAILABLE = frozenset({408, 409, 425, 429})
+
+
+def turn_errored(record: TurnRecord) -> bool:
+    """Whether a turn ended without an answer for reasons of infrastructure: no response at all (a timeout or a
+    transport failure), a 5xx, or a status that means "not now" (a lease conflict, a rate limit)."""
+    if _turn_ok(record):
+        return False
+    return record.status is None or record.status >= 500 or record.status in _UNAVAILABLE
 
 
 def call_tallies(turn: Turn, record: TurnRecord, calls: list[CallScore]) -> Tallies:
@@ -127,6 +142,7 @@ def score_trial(case: Case, transcript: Transcript) -> TrialScore:
     result = TrialScore(case_id=case.id, trial=transcript.trial, passed=False)
     if transcript.setup_error is not None:
         result.failures.append(Failure(kind="error", message=f"setup failed: {transcript.setup_error}"))
+        result.errored = True
         return result
     last_tasks: list[dict[str, Any]] | None = [task_view(t) for t in transcript.tasks_before]
     for index, turn in enumerate(case.turns):
@@ -147,6 +163,7 @@ def score_trial(case: Case, transcript: Transcript) -> TrialScore:
             )
             result.turns.append(TurnScore(index=index, passed=False, failures=[failure]))
             result.failures.append(failure)
+            result.errored = result.errored or turn_errored(record)
         else:
             score, tallies = score_turn(turn, record, case, ctx, last_tasks)
             result.turns.append(score)

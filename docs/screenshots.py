@@ -1,7 +1,7 @@
 """Regenerate the README's screenshots (docs/playground-*.png): the playground on the scripted model, driven by
 headless Chromium over the DevTools protocol (a chat turn, a prompt edit, a smoke eval run).
 
-    python -m playground.screenshots [--out docs]
+    python docs/screenshots.py [--out docs]
 
 Deterministic and offline: the rule-based scripted model answers, the database is a throwaway SQLite file.
 """
