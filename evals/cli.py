@@ -23,6 +23,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from evals.cache import CACHE_MODES
@@ -269,7 +270,7 @@ def _run(config: EvalConfig, what: str = "eval") -> RunResult:
         with progress:
             return asyncio.run(run_evals(config, dataset=dataset, on_start=on_start, on_result=on_result))
     except (OSError, RuntimeError) as exc:
-        console.print(f"[red]the run could not complete:[/red] {exc}")
+        console.print(f"[red]the run could not complete:[/red] {escape(str(exc))}")
         raise typer.Exit(ExitCode.RUN_FAILED) from exc
 
 
@@ -277,7 +278,7 @@ def _load_results(path: Path) -> RunResult:
     try:
         return RunResult.load(path)
     except ValueError as exc:
-        console.print(f"[red]{exc}[/red]")
+        console.print(f"[red]{escape(str(exc))}[/red]")
         raise typer.Exit(ExitCode.DATASET_INVALID) from exc
 
 
@@ -323,10 +324,9 @@ def _finish(
     if not quiet:
         typer.echo(markdown)
     console.print(f"results and reports in {out}")
+    colour = "yellow" if verdict.exit_code == ExitCode.INCONCLUSIVE else "red"
     for reason in verdict.reasons:
-        console.print(
-            f"[red]{reason}[/red]" if verdict.exit_code != ExitCode.INCONCLUSIVE else f"[yellow]{reason}[/yellow]"
-        )
+        console.print(f"[{colour}]{escape(reason)}[/{colour}]")
     typer.echo(verdict.line)
     raise typer.Exit(int(verdict.exit_code))
 
@@ -419,7 +419,7 @@ def merge_command(
     try:
         merged = merge_runs(runs, loaded)
     except MergeError as exc:
-        console.print(f"[red]{exc}[/red]")
+        console.print(f"[red]{escape(str(exc))}[/red]")
         raise typer.Exit(ExitCode.DATASET_INVALID) from exc
     base = _load_results(baseline) if baseline else None
     comparison = compare(base, merged) if base else None

@@ -192,8 +192,9 @@ def build_blocks(ctx: PlaygroundContext) -> gr.Blocks:
 
             # ------------------------------------------------------------ evals
             with gr.Tab("Evals", id="evals", elem_id="tab-evals"):
+                tags = eval_handlers.available_tags(ctx)
                 tags_box = gr.CheckboxGroup(
-                    eval_handlers.available_tags(ctx), value=["smoke"], label="Cases with any of these tags"
+                    tags, value=[t for t in ("smoke",) if t in tags], label="Cases with any of these tags"
                 )
                 with gr.Row():
                     run_button = gr.Button("Run evals with the current prompt and model", variant="primary")

@@ -435,3 +435,17 @@ def test_headless_chromium_finds_the_chat_and_eval_tabs(served: str, tmp_path: P
     assert 'id="tab-chat-button"' in dom and 'id="tab-evals-button"' in dom, result.stderr[-2000:]
     assert 'aria-selected="true" aria-controls="tab-evals"' in dom  # the ?tab=evals deep link selected it
     assert 'id="eval-results"' in dom
+
+
+async def test_without_a_dataset_the_playground_still_builds_and_says_why(
+    make_playground: Callable[..., Any], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A non-editable install carries no dataset: the playground must still come up (chat, prompt editor), its
+    eval tab empty, one log line saying why; before, building it raised and took `todo-agent serve` down."""
+    from playground.app import build_blocks
+
+    pg = await make_playground(dataset=tmp_path / "no-such-dataset")
+    with caplog.at_level("WARNING", logger="todo_agent"):
+        blocks = build_blocks(pg.ctx)
+    assert isinstance(blocks, gr.Blocks)
+    assert [r.message for r in caplog.records if "playground evals off" in r.message]

@@ -94,3 +94,31 @@ def test_the_slim_install_serves_a_turn(slim_venv: Path, tmp_path: Path) -> None
         finally:
             server.terminate()
             server.wait(timeout=30)
+
+
+def test_without_the_local_extra_the_local_model_is_refused_in_one_line(slim_venv: Path, tmp_path: Path) -> None:
+    """The default AGENT_MODEL is the bundled model: the slim install has neither its runtime nor its weights, so
+    serve says so in one line and serves the API anyway; production refuses to start on it."""
+    env = {"PATH": f"{slim_venv / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path), "DATA_DIR": str(tmp_path / "data"),
+           "BETTER_AUTH_SECRET": TEST_SECRET}  # fmt: skip
+    server = subprocess.Popen(
+        [str(slim_venv / "bin" / "todo-agent"), "serve", "--port", str(free_port())],
+        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        assert server.stdout is not None
+        seen = []
+        for line in server.stdout:
+            seen.append(line.rstrip())
+            if line.startswith("todo-agent ready:"):
+                break
+        refusals = [line for line in seen if line.startswith("local model off:")]
+        assert len(refusals) == 1 and "pip install 'todo-agent[local]'" in refusals[0], "\n".join(seen)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    production = subprocess.run(
+        [str(slim_venv / "bin" / "todo-agent"), "serve"], env={**env, "ENVIRONMENT": "production"}, cwd=tmp_path,
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert production.returncode == 2 and "AGENT_MODEL=local in production" in production.stdout + production.stderr

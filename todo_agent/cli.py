@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from backend.settings import Settings, SettingsError
 from backend.settings import get_settings as _get_settings
@@ -30,7 +31,7 @@ model_app = typer.Typer(
     "a while): `todo-agent model status` shows it, `todo-agent model stop` frees its memory (about 2 GB).",
 )
 app.add_typer(model_app, name="model")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # a message is one line, whatever the width
 
 
 def get_settings() -> Settings:
@@ -38,7 +39,7 @@ def get_settings() -> Settings:
     try:
         return _get_settings()
     except SettingsError as exc:
-        console.print(f"[red]{exc}[/red]", markup=True, highlight=False)
+        console.print(f"[red]{escape(str(exc))}[/red]", markup=True, highlight=False)
         raise typer.Exit(2) from None
 
 
@@ -50,7 +51,10 @@ def _ensure_model() -> None:
     from backend.bundled_model import local_runtime_problem
 
     if problem := local_runtime_problem(settings.resolved_model_dir):
-        console.print(f"local model off: {problem}; turns answer 502 until AGENT_MODEL names a reachable model")
+        console.print(
+            escape(f"local model off: {problem}; turns answer 502 until AGENT_MODEL names a reachable model"),
+            highlight=False,
+        )
         return
     from backend.llm.local_server import ensure_local_model_server
 
@@ -205,7 +209,7 @@ def token(
     try:
         typer.echo(mint_token(get_settings(), user_id, ttl_seconds=ttl))
     except RuntimeError as exc:
-        console.print(f"[red]{exc}[/red]")
+        console.print(f"[red]{escape(str(exc))}[/red]")
         raise typer.Exit(2) from exc
 
 
@@ -221,7 +225,7 @@ def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
 
 def _missing(extra: str, module: str) -> None:
     if importlib.util.find_spec(module) is None:
-        console.print(f"[red]this needs the {extra} extra: pip install 'todo-agent[{extra}]'[/red]")
+        console.print(f"[red]{escape(f'this needs the {extra} extra: pip install todo-agent[{extra}]')}[/red]")
         raise typer.Exit(2)
 
 
