@@ -31,10 +31,25 @@ OVERVIEW_METRICS = (
 # ---------------------------------------------------------------- loading
 
 
-def newest_results(out_dir: Path = DEFAULT_OUT) -> Path | None:
-    """The most recently written `<run>/results.json` under an output folder (`todo-agent eval run --out`)."""
+def newest_results(out_dir: Path = DEFAULT_OUT, *, unlike: Path | None = None) -> Path | None:
+    """The most recently written `<run>/results.json` under an output folder (`todo-agent eval run --out`) that is
+    not `unlike` (the baseline) nor a replay of it: after `make eval-gate`, the newest run is the baseline replayed
+    from its own cache, and comparing the two says nothing."""
     found = [p for p in out_dir.glob("*/results.json") if p.is_file()] if out_dir.is_dir() else []
-    return max(found, key=lambda p: p.stat().st_mtime, default=None)
+    base = RunResult.load(unlike) if unlike is not None and unlike.is_file() else None
+    for path in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True):
+        if base is None or not _same_run(RunResult.load(path), base):
+            return path
+    return None
+
+
+def _same_run(run: RunResult, base: RunResult) -> bool:
+    """Whether `run` is `base` or a full replay of it (same model and prompt, every answer from the cache)."""
+    if run.info.run_id == base.info.run_id:
+        return True
+    cache = run.info.cache or {}
+    same_agent = all(run.info.target.get(k) == base.info.target.get(k) for k in ("model", "prompt_version"))
+    return same_agent and str(cache.get("mode", "")).startswith("replay") and not cache.get("misses")
 
 
 def _from_project_root(value: str) -> Path:

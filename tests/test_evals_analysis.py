@@ -230,3 +230,18 @@ def test_prompt_case_table_compares_two_prompt_versions_case_by_case(good: RunRe
     by_tag_change = analysis.prompt_change_by_tag(good, broken)
     assert by_tag_change.loc["complete", "delta"] < 0
     assert by_tag_change["delta"].is_monotonic_increasing
+
+
+def test_the_default_candidate_is_the_newest_run_that_is_not_the_baseline(tmp_path: Path, committed: RunResult) -> None:
+    """After `make eval-gate` the newest run is the baseline replayed from its own cache: comparing them says
+    nothing, so the notebooks' default candidate is the newest run that is neither the baseline nor a replay of it."""
+    baseline = tmp_path / "baseline.json"
+    committed.save(baseline)
+    live = committed.model_copy(update={"info": committed.info.model_copy(update={"run_id": "live-run"})})
+    replay_info = committed.info.model_copy(update={"run_id": "replayed", "cache": {"mode": "replay-or-record",
+                                                                                     "hits": 9, "misses": 0}})  # fmt: skip
+    for i, (name, run) in enumerate([("live", live), ("gate", committed.model_copy(update={"info": replay_info}))]):
+        run.save(tmp_path / "out" / name / "results.json")
+        os.utime(tmp_path / "out" / name / "results.json", (1_000 + i, 1_000 + i))
+    assert analysis.newest_results(tmp_path / "out") == tmp_path / "out" / "gate" / "results.json"
+    assert analysis.newest_results(tmp_path / "out", unlike=baseline) == tmp_path / "out" / "live" / "results.json"

@@ -87,3 +87,9 @@ async def test_reports_speak_as_people_write(tmp_path: Path) -> None:
     summary = latency_summary({"live": live, "replayed": again})
     assert list(summary.index) == [("live", "live"), ("replayed", "replayed")]
     assert "turn latency p50, model live (ms) | n/a" in render_markdown(again)
+
+
+async def test_html_shows_no_markdown_backticks(tmp_path: Path) -> None:
+    run = await run_evals(scripted_config(tmp_path, ids=["chat-hello"]))
+    html = render_html(run, comparison=compare(run, run), gate=gate(run, compare(run, run), min_pass=None))
+    assert "`" not in html and "<code>scripted</code>" in html

@@ -4,6 +4,7 @@ the baseline, and the transcripts of failing trials with their evidence."""
 from __future__ import annotations
 
 import json
+import re
 from html import escape
 from typing import Any
 
@@ -119,6 +120,11 @@ def _metrics(result: RunResult, comparison: Comparison | None) -> str:
     return f"<table>{head}{''.join(rows)}</table>"
 
 
+def inline(text: str) -> str:
+    """Text written for Markdown (`code` spans) as HTML: escaped, the spans as <code>, no backtick left showing."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", escape(text))
+
+
 def _json(value: Any) -> str:
     return escape(json.dumps(value, ensure_ascii=False, indent=1, default=str))
 
@@ -159,7 +165,7 @@ def _transcript(trial: TrialResult) -> str:
 
 def _comparison(comparison: Comparison) -> str:
     out = [
-        f"<p>Baseline <code>{escape(comparison.baseline.info.run_id)}</code>: {escape(headline(comparison.baseline))}</p>"
+        f"<p>Baseline <code>{escape(comparison.baseline.info.run_id)}</code>: {inline(headline(comparison.baseline))}</p>"
     ]
     out.append(f"<h3>Regressions ({len(comparison.regressions)})</h3>")
     if not comparison.regressions:
@@ -199,7 +205,7 @@ def render_html(result: RunResult, *, comparison: Comparison | None = None, gate
         for t in failing
     )
     body = (
-        f"<h1>Eval run <code>{escape(result.info.run_id)}</code></h1><p>{escape(headline(result))}</p>{verdict}"
+        f"<h1>Eval run <code>{escape(result.info.run_id)}</code></h1><p>{inline(headline(result))}</p>{verdict}"
         f"<h2>Metrics</h2>{_metrics(result, comparison)}"
         f"<h2>By tag</h2>{_tag_charts(result, comparison)}"
         + (f"<h2>Compared with the baseline</h2>{_comparison(comparison)}" if comparison else "")
