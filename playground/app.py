@@ -15,10 +15,12 @@ from typing import Any, TypeVar, cast
 import gradio as gr
 import pandas as pd
 
+import playground.chat_handlers as chat_handlers  # the module, not via the package (its door builds this app)
+import playground.eval_handlers as eval_handlers
+import playground.prompt_handlers as prompt_handlers
 from backend.errors import ApiError
 from backend.prompts import load_prompt
 from evals.runner import TrialOutcome
-from playground import chat_handlers, eval_handlers, prompt_handlers
 from playground.context import PlaygroundContext
 from playground.session import MODEL_KINDS, ModelChoice, PlaygroundSession
 
