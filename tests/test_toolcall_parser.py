@@ -272,7 +272,10 @@ def _answer(
     engine: FakeEngine, tools: list[dict[str, Any]] | None = None, messages: list[dict[str, Any]] | None = None
 ) -> dict[str, Any]:
     body = _model_body({"messages": messages or [{"role": "user", "content": "hi"}], "tools": tools or WIRE_TOOLS}, 42)
-    with patch("backend.llm.local_server.decision_grammar", lambda tools, kind: f"grammar:{kind}"):
+    with patch(
+        "backend.llm.local_server.decision_grammar",
+        lambda tools, kind, max_calls=None, reply_chars=None: f"grammar:{kind}",
+    ):
         return answer(cast(Any, engine), body)
 
 
@@ -293,12 +296,13 @@ def test_server_turns_a_tools_wrapper_with_several_calls_into_calls_in_order() -
     assert [json.loads(c["function"]["arguments"])["title"] for c in calls] == ["Milk", "Eggs"]
 
 
-def test_server_leaves_prose_alone_and_does_not_retry() -> None:
-    engine = FakeEngine({"content": "Hello! How can I help?"})
-    choice = _answer(engine)["choices"][0]
+def test_server_leaves_prose_alone_asking_only_a_second_opinion() -> None:
+    engine = FakeEngine({"content": "Hello! How can I help?"}, '{"reply": "Hi."}')
+    done = _answer(engine)
+    choice = done["choices"][0]
     assert choice["message"] == {"role": "assistant", "content": "Hello! How can I help?"}
     assert choice["finish_reason"] == "stop"
-    assert engine.retries == 0
+    assert engine.grammars == ["grammar:any"] and done["todo_agent"]["reasked"] == ["second_opinion"]
 
 
 def test_unparseable_markup_is_never_shown_it_is_asked_again_then_apologised_for() -> None:
@@ -339,7 +343,7 @@ MARK_IT_DONE = [
 ]  # fmt: skip
 
 
-def test_a_claim_no_call_backs_is_asked_again_for_calls_or_a_question() -> None:
+def test_a_claim_no_call_backs_is_asked_again_for_calls() -> None:
     engine = FakeEngine(
         {"content": "The task 'Buy eggs' has been marked as completed."},
         '{"calls": [{"name": "complete_task", "arguments": {"task_id": 4}}]}',
@@ -347,7 +351,7 @@ def test_a_claim_no_call_backs_is_asked_again_for_calls_or_a_question() -> None:
     done = _answer(engine, messages=MARK_IT_DONE)
     [call] = done["choices"][0]["message"]["tool_calls"]
     assert call["function"]["name"] == "complete_task"
-    assert engine.grammars == ["grammar:question"]
+    assert engine.grammars == ["grammar:none"]
     assert done["todo_agent"]["reasked"] == ["claim"] and done["todo_agent"]["model_calls"] == 2
 
 
@@ -365,11 +369,10 @@ def test_a_claim_the_turns_call_backs_is_left_alone() -> None:
 
 
 def test_a_recap_of_an_earlier_turns_call_is_left_alone() -> None:
-    engine = FakeEngine({"content": "You're welcome! 'Buy eggs' was added earlier."})
-    assert _answer(engine, messages=[*MARK_IT_DONE[:4], {"role": "user", "content": "thanks"}])["choices"][0][
-        "message"
-    ]["content"].startswith("You're welcome")
-    assert engine.retries == 0
+    engine = FakeEngine({"content": "You're welcome! 'Buy eggs' was added earlier."}, '{"reply": "ok"}')
+    done = _answer(engine, messages=[*MARK_IT_DONE[:4], {"role": "user", "content": "thanks"}])
+    assert done["choices"][0]["message"]["content"].startswith("You're welcome")
+    assert "claim" not in done["todo_agent"]["reasked"]
 
 
 def test_model_body_is_deterministic_unless_the_client_says_otherwise() -> None:
@@ -441,7 +444,10 @@ def test_a_made_up_description_is_asked_for_again_without_it() -> None:
     invented = {"content": '{"name": "add_task", "arguments": {"title": "Water the plants", '
                 '"description": "Make sure the plants are well watered and healthy."}}'}  # fmt: skip
     engine = FakeEngine(invented, '{"calls": [{"name": "add_task", "arguments": {"title": "Water the plants"}}]}')
-    with patch("backend.llm.local_server.decision_grammar", lambda tools, kind: json.dumps(tools)):
+    with patch(
+        "backend.llm.local_server.decision_grammar",
+        lambda tools, kind, max_calls=None, reply_chars=None: json.dumps(tools),
+    ):
         body = _model_body(
             {"messages": [{"role": "user", "content": "Add a task to water the plants"}], "tools": ADD_TOOL}, 42
         )

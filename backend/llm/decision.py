@@ -39,18 +39,26 @@ def _call_schema(tool: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
-def decision_schema(tools: list[dict[str, Any]], reply: ReplyKind = "any") -> dict[str, Any]:
+def decision_schema(
+    tools: list[dict[str, Any]], reply: ReplyKind = "any", max_calls: int | None = None, reply_chars: int | None = None
+) -> dict[str, Any]:
     """`{"calls": [one or more calls]}`, or `{"reply": text}` ("any"), or `{"question": short text}` ("question"),
     or nothing else ("none"). A re-ask offers "question" rather than "reply": given a key that means asking, the
-    model calls the tool it had only claimed to call, or asks; given "reply", it writes the same claim again."""
+    model calls the tool it had only claimed to call, or asks; given "reply", it writes the same claim again.
+    `max_calls` caps the calls (a call asked for again is one call, not an invitation to add others); `reply_chars`
+    caps the text, for a re-ask whose text is not used (the choice between calls and text is the first key the
+    model writes, which a cap further on does not change)."""
     calls = [schema for tool in tools if (schema := _call_schema(tool)) is not None]
     options: list[dict[str, Any]] = []
     if calls:
         items = calls[0] if len(calls) == 1 else {"anyOf": calls}
+        array: dict[str, Any] = {"type": "array", "minItems": 1, "items": items}
+        if max_calls is not None:
+            array["maxItems"] = max(1, max_calls)
         options.append(
             {
                 "type": "object",
-                "properties": {"calls": {"type": "array", "minItems": 1, "items": items}},
+                "properties": {"calls": array},
                 "required": ["calls"],
                 "additionalProperties": False,
             }
@@ -58,23 +66,26 @@ def decision_schema(tools: list[dict[str, Any]], reply: ReplyKind = "any") -> di
     if reply != "none":
         key = "question" if reply == "question" else "reply"
         text: dict[str, Any] = {"type": "string", "minLength": 1}
-        if reply == "question":
-            text["maxLength"] = QUESTION_MAX_CHARS
+        if reply == "question" or reply_chars is not None:
+            text["maxLength"] = reply_chars or QUESTION_MAX_CHARS
         options.append({"type": "object", "properties": {key: text}, "required": [key], "additionalProperties": False})
     return options[0] if len(options) == 1 else {"anyOf": options}
 
 
 @lru_cache(maxsize=64)
-def _grammar(tools_json: str, reply: ReplyKind) -> str:
+def _grammar(tools_json: str, reply: ReplyKind, max_calls: int | None, reply_chars: int | None) -> str:
     import xllamacpp  # the native library: only the model server process loads it
 
-    grammar: str = xllamacpp.json_schema_to_grammar(decision_schema(json.loads(tools_json), reply))
+    schema = decision_schema(json.loads(tools_json), reply, max_calls, reply_chars)
+    grammar: str = xllamacpp.json_schema_to_grammar(schema)
     return grammar
 
 
-def decision_grammar(tools: list[dict[str, Any]], reply: ReplyKind = "any") -> str:
+def decision_grammar(
+    tools: list[dict[str, Any]], reply: ReplyKind = "any", max_calls: int | None = None, reply_chars: int | None = None
+) -> str:
     """The GBNF grammar for `decision_schema` (built once per tool set: a request's tools are byte-stable)."""
-    return _grammar(json.dumps(tools, sort_keys=True), reply)
+    return _grammar(json.dumps(tools, sort_keys=True), reply, max_calls, reply_chars)
 
 
 def parse_decision(text: str) -> Decision | None:

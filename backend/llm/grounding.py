@@ -54,6 +54,11 @@ def optional_text_arguments(tool: dict[str, Any]) -> set[str]:
     """A tool's optional free-text arguments, from its JSON schema (a string with a fixed set of values is not)."""
     parameters = (tool.get("function") or {}).get("parameters") or {}
     required = set(parameters.get("required") or [])
+    properties = parameters.get("properties") or {}
+    if not any(
+        isinstance(properties.get(name), dict) and properties[name].get("type") == "string" for name in required
+    ):
+        return set()  # no required text beside it: the optional text is the call's point (an update's description)
     return {
         name
         for name, schema in (parameters.get("properties") or {}).items()

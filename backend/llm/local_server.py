@@ -35,6 +35,8 @@ from backend.llm.claims import ACTION_OF_TOOL, DoneCall, unbacked_claims
 from backend.llm.decision import Decision, ReplyKind, decision_grammar, parse_decision
 from backend.llm.grounding import ungrounded, without_arguments
 from backend.llm.openai_compat import completion, stream_chunks, tool_call
+from backend.llm.targets import TargetProblem, check_target, task_context, unhandled_ids
+from backend.llm.targets import feedback as targets_feedback
 from backend.llm.toolcall_parser import contains_call_markup, extract_tool_calls, looks_like_tool_call
 from backend.llm.weights import ensure_model_file
 from backend.settings import Settings, get_settings
@@ -199,6 +201,7 @@ class AnswerReport:
         }
 
 
+_CREATING = {name for name, action in ACTION_OF_TOOL.items() if action == "added"}
 APOLOGY = "Sorry, I could not do that. Could you say it another way?"
 
 
@@ -297,6 +300,24 @@ def _plain(text: str) -> str:
     return " ".join(re.findall(r"\w+", text.casefold()))
 
 
+# Notes a re-ask adds for the model after the conversation (a system message, as the turn context is).
+_CLAIM_NOTE = (
+    "No tool has run for this message yet, so nothing was changed. If the user asked for a change, make the call "
+    "now; if you cannot tell what they want, ask a short question."
+)
+_SAY_NOTE = (
+    "Do not repeat the request or name tools to the user. If they asked you to do something with their tasks, "
+    "make that call; otherwise answer them briefly in their words."
+)
+_LIST_NOTE = "Answer the user by naming each task the tool returned, with its id and title."
+_JOINED = re.compile(r"\s(?:and|&|then|aur|پھر|اور)\s", re.IGNORECASE)
+_JOINED_NOTE = (
+    "Each thing the user asked to add is a task of its own: if that title holds several, add each with its own "
+    "call; if it is one task, make the same call again."
+)
+_LISTED_MAX = 15  # longer lists are not checked for names: a reply may fairly summarise them
+
+
 class _Step:
     """The checks on one answer, and the re-asks they make (each recorded in the report)."""
 
@@ -307,39 +328,142 @@ class _Step:
         self.messages: list[dict[str, Any]] = body["messages"]
         self.tools: list[dict[str, Any]] = body["tools"]
 
-    def reask(self, kind: ReplyKind, why: str, tools: list[dict[str, Any]] | None = None) -> Decision | None:
+    def reask(
+        self,
+        kind: ReplyKind,
+        why: str,
+        tools: list[dict[str, Any]] | None = None,
+        note: str | None = None,
+        max_calls: int | None = None,
+        reply_chars: int | None = None,
+    ) -> Decision | None:
+        """Ask again under a grammar over `tools` (all by default; none: text only), with an optional note."""
         self.report.reasked.append(why)
-        prompt = self.engine.render(self.messages, self.tools)  # what llama.cpp just rendered: still cached
-        grammar = decision_grammar(tools or self.tools, kind)
+        messages = self.messages + ([{"role": "system", "content": note}] if note else [])
+        prompt = self.engine.render(messages, self.tools)  # the prompt so far is still in llama.cpp's cache
+        grammar = decision_grammar(self.tools if tools is None else tools, kind, max_calls, reply_chars)
         done = self.engine.complete(prompt, grammar=grammar, sampling=_sampling(self.body, self.engine.seed))
         self.report.add(done)
         return parse_decision(done.text)
 
+    def _named(self, names: set[str]) -> list[dict[str, Any]]:
+        return [t for t in self.tools if (t.get("function") or {}).get("name") in names]
+
     def checked_calls(self, calls: list[tuple[str, dict[str, Any]]]) -> Decision:
         dropped = ungrounded(calls, self.tools, last_user_text(self.messages))
         if dropped:
-            retried = self.reask("none", "ungrounded", without_arguments(self.tools, dropped))
+            # The same tools only, the made-up argument out of their schemas: the model rewrites its own call.
+            narrowed = without_arguments(self._named({name for name, _ in calls}), dropped)
+            retried = self.reask("none", "ungrounded", narrowed, max_calls=len(calls))
             if retried is not None and retried.calls:
-                return retried
-        return Decision(calls=calls)
+                calls = retried.calls
+        creating = [(name, args) for name, args in calls if name in _CREATING]
+        if len(creating) == 1 and len(calls) == 1 and _JOINED.search(str(creating[0][1].get("title") or "")):
+            retried = self.reask("none", "joined", self._named(_CREATING), _JOINED_NOTE)
+            if retried is not None and retried.calls:
+                calls = retried.calls
+        problem = self._target_problem(calls)
+        if problem is None:
+            return Decision(calls=calls)
+        # Asked again without the refused call's tool: the other calls of the batch (an add) may stand.
+        offending = next(name for name, args in calls if args.get("task_id") == problem.task_id)
+        others = [t for t in self.tools if (t.get("function") or {}).get("name") != offending]
+        if problem.kind == "ambiguous":
+            readers = self._named({str((t.get("function") or {}).get("name")) for t in others} - set(ACTION_OF_TOOL))
+            retried = self.reask("question", problem.kind, readers, targets_feedback(problem))
+        else:
+            why = "not_found" if problem.none_named else "unrequested"
+            retried = self.reask("any", why, others, targets_feedback(problem))
+        if retried is None or (retried.calls and self._target_problem(retried.calls) is not None):
+            return Decision(reply=APOLOGY)
+        return retried
+
+    def _target_problem(self, calls: list[tuple[str, dict[str, Any]]]) -> TargetProblem | None:
+        context = task_context(self.messages, _CREATING)
+        user_text = last_user_text(self.messages)
+        for name, arguments in calls:
+            task_id = arguments.get("task_id")
+            if name in ACTION_OF_TOOL and isinstance(task_id, int):
+                problem = check_target(task_id, arguments, user_text, context)
+                if problem is not None:
+                    return problem
+        return None
 
     def checked_reply(self, reply: str, tool_names: set[str]) -> Decision:
         if looks_like_tool_call(reply) or contains_call_markup(reply):
             retried = self.reask("none", "markup")
             if retried is not None and retried.calls:
-                return retried
+                return self.checked_calls(retried.calls)
             self.report.unparsed_call += 1
             return Decision(reply=APOLOGY)
-        why = self._suspect(reply, tool_names)
-        if why is None:
+        listed = self._listed_now()
+        if listed and not all(title.casefold() in reply.casefold() for title in listed):
+            retried = self.reask("any", "list", [], _LIST_NOTE)
+            return retried if retried is not None and retried.reply else Decision(reply=reply)
+        left = self._unhandled_ids()
+        if left:
+            note = f"The user also named task {', '.join(map(str, left))}: handle it too with a call, or reply."
+            retried = self.reask("any", "unhandled", note=note)
+            if retried is not None and retried.calls:
+                return self.checked_calls(retried.calls)
             return Decision(reply=reply)
-        retried = self.reask("question", why)
-        return retried if retried is not None else Decision(reply=APOLOGY)
+        # A reply to a turn that listed tasks describes them ("Buy milk is completed"): it is not a claim.
+        why = self._suspect(reply, tool_names, claims=not listed)
+        if why is not None:
+            # A claim with nothing behind it: the model meant to call; asked for calls only, it makes them.
+            kind: ReplyKind = "none" if why == "claim" else "question"
+            retried = self.reask(kind, why, note=_CLAIM_NOTE if why == "claim" else _SAY_NOTE)
+            if retried is None:
+                return Decision(reply=APOLOGY)
+            return self.checked_calls(retried.calls) if retried.calls else retried
+        if not self._ran_now():
+            # A plain reply to the user's message: a second opinion under the decision grammar, which can only
+            # call or reply ("mark it done" answered "Mark task 1 as completed." with no call).
+            second = self.reask("any", "second_opinion", reply_chars=1)  # its text is never used: cut it short
+            if second is not None and second.calls:
+                return self.checked_calls(second.calls)
+        return Decision(reply=reply)
 
-    def _suspect(self, reply: str, tool_names: set[str]) -> str | None:
+    def _unhandled_ids(self) -> list[int]:
+        """Task ids the user's message names that this turn's changing calls left alone, once some ran."""
+        done_now, _ = done_calls(self.messages)
+        if not any(done.action != "added" for done in done_now):
+            return []
+        last_user = max((i for i, m in enumerate(self.messages) if m.get("role") == "user"), default=-1)
+        handled: set[int] = {d.task_id for d in done_now if d.task_id is not None}
+        values: list[str] = []
+        for message in self.messages[last_user + 1 :]:
+            for call in message.get("tool_calls") or []:
+                arguments = tools_arguments(call)
+                if isinstance(arguments.get("task_id"), int):
+                    handled.add(arguments["task_id"])
+                values.extend(str(v) for v in arguments.values() if isinstance(v, str))
+        known = task_context(self.messages, _CREATING).titles
+        return unhandled_ids(last_user_text(self.messages), known, handled, values)
+
+    def _ran_now(self) -> bool:
+        last_user = max((i for i, m in enumerate(self.messages) if m.get("role") == "user"), default=-1)
+        return any(m.get("role") == "tool" for m in self.messages[last_user + 1 :])
+
+    def _listed_now(self) -> list[str]:
+        """The titles a tool listed in this turn (its result an array of tasks), when few enough to name."""
+        last_user = max((i for i, m in enumerate(self.messages) if m.get("role") == "user"), default=-1)
+        titles: list[str] = []
+        for message in self.messages[last_user + 1 :]:
+            if message.get("role") != "tool":
+                continue
+            try:
+                result = json.loads(message.get("content") or "null")
+            except (TypeError, ValueError):
+                continue
+            if isinstance(result, list):
+                titles.extend(str(item["title"]) for item in result if isinstance(item, dict) and "title" in item)
+        return titles if len(titles) <= _LISTED_MAX else []
+
+    def _suspect(self, reply: str, tool_names: set[str], *, claims: bool = True) -> str | None:
         """Why a plain reply cannot stand, if it cannot."""
         done_now, done_before = done_calls(self.messages)
-        if unbacked_claims(reply, done_now, done_before):
+        if claims and unbacked_claims(reply, done_now, done_before):
             return "claim"
         said = _plain(last_user_text(self.messages))
         if said and _plain(reply) == said:
