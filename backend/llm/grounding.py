@@ -61,7 +61,7 @@ def optional_text_arguments(tool: dict[str, Any]) -> set[str]:
         return set()  # no required text beside it: the optional text is the call's point (an update's description)
     return {
         name
-        for name, schema in (parameters.get("properties") or {}).items()
+        for name, schema in properties.items()
         if name not in required
         and isinstance(schema, dict)
         and schema.get("type") == "string"

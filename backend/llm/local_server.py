@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -35,7 +36,7 @@ from backend.llm.claims import ACTION_OF_TOOL, DoneCall, unbacked_claims
 from backend.llm.decision import Decision, ReplyKind, decision_grammar, parse_decision
 from backend.llm.grounding import ungrounded, without_arguments
 from backend.llm.openai_compat import completion, stream_chunks, tool_call
-from backend.llm.targets import TargetProblem, check_target, task_context, unhandled_ids
+from backend.llm.targets import TargetProblem, TaskContext, check_target, task_context, tool_results, unhandled_ids
 from backend.llm.targets import feedback as targets_feedback
 from backend.llm.toolcall_parser import contains_call_markup, extract_tool_calls, looks_like_tool_call
 from backend.llm.weights import ensure_model_file
@@ -346,6 +347,17 @@ class _Step:
         self.report.add(done)
         return parse_decision(done.text)
 
+    @functools.cached_property
+    def context(self) -> TaskContext:
+        """The tasks the request's messages show (the messages don't change while this answer is checked)."""
+        return task_context(self.messages, _CREATING)
+
+    @functools.cached_property
+    def after_user(self) -> list[dict[str, Any]]:
+        """The messages of this turn after the user's: the calls and results it has made so far."""
+        last_user = max((i for i, m in enumerate(self.messages) if m.get("role") == "user"), default=-1)
+        return self.messages[last_user + 1 :]
+
     def _named(self, names: set[str]) -> list[dict[str, Any]]:
         return [t for t in self.tools if (t.get("function") or {}).get("name") in names]
 
@@ -369,7 +381,7 @@ class _Step:
         offending = next(name for name, args in calls if args.get("task_id") == problem.task_id)
         others = [t for t in self.tools if (t.get("function") or {}).get("name") != offending]
         if problem.kind == "ambiguous":
-            readers = self._named({str((t.get("function") or {}).get("name")) for t in others} - set(ACTION_OF_TOOL))
+            readers = [t for t in others if (t.get("function") or {}).get("name") not in ACTION_OF_TOOL]
             retried = self.reask("question", problem.kind, readers, targets_feedback(problem))
         else:
             why = "not_found" if problem.none_named else "unrequested"
@@ -379,12 +391,11 @@ class _Step:
         return retried
 
     def _target_problem(self, calls: list[tuple[str, dict[str, Any]]]) -> TargetProblem | None:
-        context = task_context(self.messages, _CREATING)
         user_text = last_user_text(self.messages)
         for name, arguments in calls:
             task_id = arguments.get("task_id")
             if name in ACTION_OF_TOOL and isinstance(task_id, int):
-                problem = check_target(task_id, arguments, user_text, context)
+                problem = check_target(task_id, arguments, user_text, self.context)
                 if problem is not None:
                     return problem
         return None
@@ -429,33 +440,23 @@ class _Step:
         done_now, _ = done_calls(self.messages)
         if not any(done.action != "added" for done in done_now):
             return []
-        last_user = max((i for i, m in enumerate(self.messages) if m.get("role") == "user"), default=-1)
         handled: set[int] = {d.task_id for d in done_now if d.task_id is not None}
         values: list[str] = []
-        for message in self.messages[last_user + 1 :]:
+        for message in self.after_user:
             for call in message.get("tool_calls") or []:
                 arguments = tools_arguments(call)
                 if isinstance(arguments.get("task_id"), int):
                     handled.add(arguments["task_id"])
                 values.extend(str(v) for v in arguments.values() if isinstance(v, str))
-        known = task_context(self.messages, _CREATING).titles
-        return unhandled_ids(last_user_text(self.messages), known, handled, values)
+        return unhandled_ids(last_user_text(self.messages), self.context.titles, handled, values)
 
     def _ran_now(self) -> bool:
-        last_user = max((i for i, m in enumerate(self.messages) if m.get("role") == "user"), default=-1)
-        return any(m.get("role") == "tool" for m in self.messages[last_user + 1 :])
+        return any(m.get("role") == "tool" for m in self.after_user)
 
     def _listed_now(self) -> list[str]:
         """The titles a tool listed in this turn (its result an array of tasks), when few enough to name."""
-        last_user = max((i for i, m in enumerate(self.messages) if m.get("role") == "user"), default=-1)
         titles: list[str] = []
-        for message in self.messages[last_user + 1 :]:
-            if message.get("role") != "tool":
-                continue
-            try:
-                result = json.loads(message.get("content") or "null")
-            except (TypeError, ValueError):
-                continue
+        for _, _, result in tool_results(self.after_user):
             if isinstance(result, list):
                 titles.extend(str(item["title"]) for item in result if isinstance(item, dict) and "title" in item)
         return titles if len(titles) <= _LISTED_MAX else []

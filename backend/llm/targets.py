@@ -90,7 +90,7 @@ def _latin(text: str) -> bool:
     return bool(letters) and sum(c.isascii() for c in letters) / len(letters) >= 0.8
 
 
-def _results(messages: list[dict[str, Any]]) -> Iterable[tuple[int, str, Any]]:
+def tool_results(messages: list[dict[str, Any]]) -> Iterable[tuple[int, str, Any]]:
     """(index, tool name, parsed result) for every tool result message."""
     names: dict[str, str] = {}
     for index, message in enumerate(messages):
@@ -115,7 +115,7 @@ def task_context(messages: list[dict[str, Any]], creating_tools: set[str]) -> Ta
             titles.update(parse_task_lines(str(message.get("content") or "")))
     recent: set[int] = set()
     created_now: set[int] = set()
-    for index, name, result in _results(messages):
+    for index, name, result in tool_results(messages):
         items = result if isinstance(result, list) else [result]
         for item in items:
             if not isinstance(item, dict):
@@ -132,14 +132,10 @@ def task_context(messages: list[dict[str, Any]], creating_tools: set[str]) -> Ta
     return TaskContext(titles, recent, created_now)
 
 
-def _without_quoted_arguments(user_text: str, arguments: dict[str, Any]) -> str:
-    """The message minus quoted text the call copies as a new value ("rename X to 'Y'": 'Y' names no task)."""
-    values = {str(v).strip().casefold() for v in arguments.values() if isinstance(v, str)}
-
-    def drop(match: re.Match[str]) -> str:
-        return " " if match.group(1).strip().casefold() in values else match.group(0)
-
-    return _QUOTED.sub(drop, user_text)
+def _without_quoted(user_text: str, values: Iterable[str]) -> str:
+    """The message minus quoted text a call copies as a new value ("rename X to 'Y'": 'Y' names no task)."""
+    skip = {v.strip().casefold() for v in values}
+    return _QUOTED.sub(lambda m: " " if m.group(1).strip().casefold() in skip else m.group(0), user_text)
 
 
 def check_target(task_id: int, arguments: dict[str, Any], user_text: str, context: TaskContext) -> TargetProblem | None:
@@ -149,7 +145,7 @@ def check_target(task_id: int, arguments: dict[str, Any], user_text: str, contex
         return TargetProblem("unreferred", task_id, title)  # added by this very turn: the user asked to add it
     if any(int(n) == task_id for n in _NUMBER.findall(unicodedata.normalize("NFKC", user_text))):
         return None  # named by its id
-    text = _without_quoted_arguments(user_text, arguments)
+    text = _without_quoted(user_text, (v for v in arguments.values() if isinstance(v, str)))
     said = _words(text)
     # A quantifier inside quotes is a value ("add 'delete all tasks'"), not the user asking for every task.
     if not _latin(text) or _words(_QUOTED.sub(" ", text)) & _QUANTIFIERS:
@@ -194,7 +190,6 @@ def feedback(problem: TargetProblem) -> str:
 def unhandled_ids(user_text: str, known: Iterable[int], handled: Iterable[int], values: Iterable[str]) -> list[int]:
     """Known task ids the user's message names that no call of this turn handled ("mark tasks 1 and 3 as done",
     after task 1 only); numbers inside quoted values ("rename it 'Call 3 people'") are not ids."""
-    skip = {v.strip().casefold() for v in values}
-    text = _QUOTED.sub(lambda m: " " if m.group(1).strip().casefold() in skip else m.group(0), user_text)
+    text = _without_quoted(user_text, values)
     named = {int(n) for n in _NUMBER.findall(unicodedata.normalize("NFKC", text))}
     return sorted(named & set(known) - set(handled))
