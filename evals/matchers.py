@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import re._parser as re_parser  # the stdlib's own regex parser: a regex's witness is built from its tree
 import unicodedata
 from dataclasses import dataclass
 from typing import Any
@@ -199,3 +200,101 @@ def resolve_example(spec: MatcherSpec, ctx: MatchContext) -> tuple[bool, Any]:
     if kind == "optional":
         return resolve_example(spec.optional, ctx)
     return False, None
+
+
+# ---------------------------------------------------------------- witnesses (`eval check`)
+
+_CATEGORY_WITNESS = {"CATEGORY_DIGIT": "0", "CATEGORY_SPACE": " ", "CATEGORY_WORD": "a"}
+
+
+def regex_instance(pattern: str) -> str | None:
+    """A short string the (case-insensitive) regex finds, built from its parse tree: the first branch of every
+    alternation, the fewest repeats (a gap `.*` as one space). None for what this cannot build (look-arounds,
+    back-references, negated classes): such a case's matcher carries an `example:`."""
+    try:
+        tree = re_parser.parse(pattern, re.IGNORECASE)
+    except re.error:
+        return None
+
+    def build(items: Any) -> str | None:
+        out = []
+        for op, arg in items:
+            name = str(op)
+            if name == "LITERAL":
+                out.append(chr(arg))
+            elif name == "ANY":
+                out.append(" ")
+            elif name == "AT":
+                continue  # anchors and word boundaries: satisfied by the text around (checked below)
+            elif name == "IN":
+                first = next(((str(o), a) for o, a in arg if str(o) in ("LITERAL", "RANGE", "CATEGORY")), None)
+                if first is None or any(str(o) == "NEGATE" for o, _ in arg):
+                    return None
+                kind, value = first
+                char = (
+                    chr(value)
+                    if kind == "LITERAL"
+                    else chr(value[0])
+                    if kind == "RANGE"
+                    else _CATEGORY_WITNESS.get(str(value))
+                )
+                if char is None:
+                    return None
+                out.append(char)
+            elif name == "CATEGORY":
+                char = _CATEGORY_WITNESS.get(str(arg))
+                if char is None:
+                    return None
+                out.append(char)
+            elif name == "BRANCH":
+                part = build(arg[1][0])
+                if part is None:
+                    return None
+                out.append(part)
+            elif name == "SUBPATTERN":
+                part = build(arg[-1])
+                if part is None:
+                    return None
+                out.append(part)
+            elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
+                low, _high, inner = arg
+                part = build(inner)
+                if part is None:
+                    return None
+                gap = low == 0 and part == " "  # `.*` between words: one space keeps them words
+                out.append(part * (1 if gap else low))
+            else:
+                return None
+        return "".join(out)
+
+    text = build(tree)
+    if text is None:
+        return None
+    text = text.strip() or text
+    return text if re.search(pattern, text, re.IGNORECASE) else None
+
+
+def witness(spec: MatcherSpec, ctx: MatchContext) -> Any:
+    """A concrete value `spec` accepts, to send as a call's argument when replaying a case without a model:
+    ABSENT when the argument is best left out, None when no value can be found (the case needs an `example:`)."""
+    if spec is None:
+        return ABSENT
+    if not isinstance(spec, Matcher):
+        return spec
+    if spec.example is not None:
+        return spec.example
+    kind = spec.kind
+    if kind in ("absent", "optional"):
+        return ABSENT
+    if kind == "contains":
+        return spec.contains
+    if kind == "regex":
+        return regex_instance(spec.regex or "")
+    if kind == "one_of":
+        for alternative in spec.one_of or []:
+            value = witness(alternative, ctx)
+            if value is not None:
+                return value
+        return None
+    found, value = resolve_example(spec, ctx)
+    return value if found else None
