@@ -70,6 +70,7 @@ class Settings(BaseSettings):
     # more cores than the 2 it is sized for. The eval runner's default concurrency follows it.
     local_model_slots: Annotated[int, Field(ge=1, le=8)] = 1
     model_dir: Path | None = None  # empty: data_dir/models
+    runs_dir: Path | None = None  # saved eval runs; empty: data_dir/runs
     temperature: float = 0.0
     seed: int = 42
     max_output_tokens: int = 512
@@ -158,6 +159,10 @@ class Settings(BaseSettings):
     @property
     def resolved_model_dir(self) -> Path:
         return self.model_dir or self.data_dir / "models"
+
+    @property
+    def resolved_runs_dir(self) -> Path:
+        return self.runs_dir or self.data_dir / "runs"
 
     @property
     def local_model_base_url(self) -> str:

@@ -19,11 +19,13 @@ from evals.compare import CaseComparison, Comparison, compare
 from evals.dataset import PROJECT_ROOT
 from evals.metrics import by_tag, replayed, summarise, trials_frame, turns_frame
 from evals.results import RunResult, TrialResult
+from evals.runs import runs_dir
 from evals.scoring import FAILURE_KINDS, CallScore, TurnScore
 from evals.transcript import ObservedCall
 
 DEFAULT_BASELINE = PROJECT_ROOT / "evals" / "baselines" / "local.json"
-DEFAULT_OUT = PROJECT_ROOT / "evals" / "out"
+# Where runs are saved (RUNS_DIR, default data/runs), from the project root when relative: notebooks run elsewhere.
+DEFAULT_OUT = PROJECT_ROOT / runs_dir() if not runs_dir().is_absolute() else runs_dir()
 OVERVIEW_METRICS = (
     "case_pass_rate", "tool_name_accuracy", "argument_accuracy", "state_accuracy", "latency_p50_ms", "latency_p95_ms",
 )  # fmt: skip
@@ -32,7 +34,7 @@ OVERVIEW_METRICS = (
 
 
 def newest_results(out_dir: Path = DEFAULT_OUT, *, unlike: Path | None = None) -> Path | None:
-    """The most recently written `<run>/results.json` under an output folder (`todo-agent eval run --out`) that is
+    """The most recently written `<run>/results.json` under a runs folder (RUNS_DIR, or an `eval run --out`) that is
     not `unlike` (the baseline) nor a replay of it: after `make eval-gate`, the newest run is the baseline replayed
     from its own cache, and comparing the two says nothing."""
     found = [p for p in out_dir.glob("*/results.json") if p.is_file()] if out_dir.is_dir() else []

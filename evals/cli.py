@@ -15,8 +15,10 @@ regressions. The last line of every gate says `GATE PASSED|FAILED|INCONCLUSIVE: 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import signal
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
@@ -24,7 +26,14 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from evals.cache import CACHE_MODES
 from evals.compare import Comparison, ExitCode, GateResult, compare, gate, with_reason
@@ -32,6 +41,7 @@ from evals.dataset import (
     DEFAULT_DATASET,
     PROJECT_ROOT,
     SCHEMA_FILE,
+    Case,
     Dataset,
     DatasetError,
     json_schema_text,
@@ -40,6 +50,7 @@ from evals.dataset import (
 from evals.reports import render_html, render_junit, render_markdown, render_summary
 from evals.results import RunResult
 from evals.runner import TrialOutcome, first_error
+from evals.runs import RunStore, UnknownRun, resolve_results
 from evals.selfcheck import check_dataset
 from evals.suite import (
     EvalConfig,
@@ -64,7 +75,6 @@ app = typer.Typer(
 )
 console = Console(stderr=True, soft_wrap=True)
 DEFAULT_BASELINE = PROJECT_ROOT / "evals" / "baselines" / "local.json"
-DEFAULT_OUT = PROJECT_ROOT / "evals" / "out"
 
 # ---------------------------------------------------------------- shared options
 
@@ -242,11 +252,11 @@ def _run(config: EvalConfig, what: str = "eval") -> RunResult:
     # Redrawn on each event, not by a refresh thread: with no thread running, `--workers` can fork (evals/parallel.py).
     progress = Progress(
         TextColumn(f"[bold]{what}[/bold] {{task.description}}"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(),
+        TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(), TextColumn("{task.fields[running]}"),
         console=console, transient=False, auto_refresh=False,
     )  # fmt: skip
     counts = {"passed": 0, "failed": 0, "errored": 0}
-    task_id = progress.add_task("starting", total=None)
+    task_id = progress.add_task("starting", total=None, running="")
 
     def on_start(total: int) -> None:
         progress.update(task_id, total=total, description="running", refresh=True)
@@ -267,17 +277,54 @@ def _run(config: EvalConfig, what: str = "eval") -> RunResult:
             kinds = ", ".join(score.failure_kinds)
             progress.console.print(f"  [red]✗[/red] {outcome.case.id} (trial {trial}): {kinds}{again}")
 
+    running: dict[tuple[str, int], None] = {}
+
+    def on_begin(case: Case, trial: int) -> None:
+        running[(case.id, trial)] = None
+        progress.update(task_id, refresh=True, running=_running_text(running))
+
+    def finished(outcome: TrialOutcome) -> None:
+        running.pop((outcome.case.id, outcome.transcript.trial), None)
+        progress.update(task_id, running=_running_text(running))
+        on_result(outcome)
+
+    async def main() -> RunResult:
+        # Ctrl-C stops the run at once and keeps what finished, marked cancelled; a second one interrupts outright.
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def interrupted() -> None:
+            stop.set()
+            progress.console.print("[yellow]stopping: the finished trials are kept, the run marked cancelled[/yellow]")
+            loop.remove_signal_handler(signal.SIGINT)
+
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # no signals off the main thread (tests)
+            loop.add_signal_handler(signal.SIGINT, interrupted)
+        try:
+            return await run_evals(
+                config, dataset=dataset, on_start=on_start, on_result=finished, on_begin=on_begin, stop=stop
+            )
+        finally:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(signal.SIGINT)
+
     try:
         with progress:
-            return asyncio.run(run_evals(config, dataset=dataset, on_start=on_start, on_result=on_result))
+            return asyncio.run(main())
     except (OSError, RuntimeError) as exc:
         console.print(f"[red]the run could not complete:[/red] {escape(str(exc))}")
         raise typer.Exit(ExitCode.RUN_FAILED) from exc
 
 
-def _load_results(path: Path) -> RunResult:
+def _running_text(running: dict[tuple[str, int], None]) -> str:
+    names = [case for case, _ in running]
+    return ("running " + ", ".join(names[:2]) + (f" +{len(names) - 2}" if len(names) > 2 else "")) if names else ""
+
+
+def _load_results(path: Path | str) -> RunResult:
+    """A results file by path, folder or saved run id (`eval runs` lists them)."""
     try:
-        return RunResult.load(path)
+        return RunResult.load(resolve_results(path))
     except ValueError as exc:
         console.print(f"[red]{escape(str(exc))}[/red]")
         raise typer.Exit(ExitCode.DATASET_INVALID) from exc
@@ -286,7 +333,8 @@ def _load_results(path: Path) -> RunResult:
 def _write_reports(result: RunResult, out: Path, comparison: Comparison | None, verdict: GateResult | None) -> str:
     """results.json and the three reports in `out`; returns the Markdown report."""
     out.mkdir(parents=True, exist_ok=True)
-    result.save(out / "results.json")
+    if out.resolve() != RunStore.default().folder(result.info.run_id).resolve():
+        result.save(out / "results.json")
     markdown = render_markdown(result, comparison=comparison, gate=verdict)
     (out / "report.md").write_text(markdown, encoding="utf-8")
     (out / "report.html").write_text(render_html(result, comparison=comparison, gate=verdict), encoding="utf-8")
@@ -316,7 +364,9 @@ def confirm_regressions(config: EvalConfig, base: RunResult, result: RunResult, 
 def _finish(
     result: RunResult, comparison: Comparison | None, verdict: GateResult, out: Path, summary: Path | None, quiet: bool
 ) -> None:
-    """Write the reports (and the summary), print them, and end with the verdict line and its exit code."""
+    """Save the run under RUNS_DIR, write the reports (and the summary), print them, and end with the verdict line
+    and its exit code."""
+    saved = RunStore.default().save(result)
     markdown = _write_reports(result, out, comparison, verdict)
     if summary is not None:
         summary.parent.mkdir(parents=True, exist_ok=True)
@@ -324,7 +374,7 @@ def _finish(
             handle.write(render_summary(result, comparison=comparison, gate=verdict) + "\n")
     if not quiet:
         typer.echo(markdown)
-    console.print(f"results and reports in {out}")
+    console.print(f"results and reports in {out}; saved as run {result.info.run_id} ({saved.parent})")
     colour = "yellow" if verdict.exit_code == ExitCode.INCONCLUSIVE else "red"
     for reason in verdict.reasons:
         console.print(f"[{colour}]{escape(reason)}[/{colour}]")
@@ -396,7 +446,7 @@ def run_command(
     if base is not None:
         result = confirm_regressions(config, base, result, confirm)
     comparison = compare(base, result) if base else None
-    _finish(result, comparison, _verdict(result, comparison, min_pass), out or DEFAULT_OUT / result.info.run_id,
+    _finish(result, comparison, _verdict(result, comparison, min_pass), out or RunStore.default().folder(result.info.run_id),
             summary, quiet)  # fmt: skip
 
 
@@ -424,14 +474,14 @@ def merge_command(
         raise typer.Exit(ExitCode.DATASET_INVALID) from exc
     base = _load_results(baseline) if baseline else None
     comparison = compare(base, merged) if base else None
-    _finish(merged, comparison, _verdict(merged, comparison, min_pass), out or DEFAULT_OUT / merged.info.run_id,
+    _finish(merged, comparison, _verdict(merged, comparison, min_pass), out or RunStore.default().folder(merged.info.run_id),
             summary, quiet)  # fmt: skip
 
 
 @app.command("compare")
 def compare_command(
-    baseline: Annotated[Path, typer.Argument(metavar="BASELINE", help="The baseline results file.")],
-    candidate: Annotated[Path, typer.Argument(metavar="CANDIDATE", help="The candidate results file.")],
+    baseline: Annotated[str, typer.Argument(metavar="BASELINE", help="The baseline: a results file or a run id.")],
+    candidate: Annotated[str, typer.Argument(metavar="CANDIDATE", help="The candidate: a results file or a run id.")],
     out: Annotated[
         Path | None, typer.Option("--out", metavar="DIR", help="Also write report.md/report.html/junit.xml here.")
     ] = None,
@@ -459,8 +509,8 @@ def compare_command(
 @app.command("baseline")
 def baseline_command(
     from_results: Annotated[
-        Path | None,
-        typer.Option("--from", metavar="FILE", help="Promote this results file instead of running the suite."),
+        str | None,
+        typer.Option("--from", metavar="FILE|RUN", help="Promote this results file (or saved run) instead of running."),
     ] = None,
     rescore_results: Annotated[
         bool,
@@ -496,7 +546,12 @@ def baseline_command(
         config = _config(dataset, None, None, trials, concurrency, turn_timeout, prompt, model, None, None, None,
                          cache, cache_file, deepeval, prune_cache=True, workers=workers)  # fmt: skip
         result = _run(config)
-        _write_reports(result, DEFAULT_OUT / result.info.run_id, None, None)
+        RunStore.default().save(result)
+        _write_reports(result, RunStore.default().folder(result.info.run_id), None, None)
+    incomplete = result.incomplete()
+    if incomplete is not None:
+        console.print(f"[red]{escape(incomplete)}: a baseline must be a whole run[/red]")
+        raise typer.Exit(ExitCode.RUN_FAILED)
     if to.exists():
         previous = _load_results(to)
         comparison = compare(previous, result)
@@ -512,6 +567,36 @@ def baseline_command(
         f"[green]baseline written[/green] to {to}: {result.metrics.get('cases_passing_all_trials')}/"
         f"{result.metrics.get('cases')} cases passing; commit it (and the cache file) deliberately"
     )
+
+
+@app.command("runs")
+def runs_command(
+    delete: Annotated[
+        list[str] | None, typer.Option("--delete", metavar="RUN", help="Delete these saved runs (ids as listed).")
+    ] = None,
+) -> None:
+    """List the saved runs (RUNS_DIR), newest first: id, status, model, prompt,
+    cases passing. `eval compare` and `eval baseline --from` take these ids."""
+    store = RunStore.default()
+    for run_id in _split(delete):
+        try:
+            store.delete(run_id)
+        except UnknownRun as exc:
+            console.print(f"[red]{escape(str(exc))}[/red]")
+            raise typer.Exit(ExitCode.USAGE) from exc
+        typer.echo(f"deleted {run_id}")
+    if delete:
+        return
+    runs = store.list()
+    if not runs:
+        typer.echo(f"no saved runs in {store.root}")
+        return
+    for run in runs:
+        passing = f"{run.passing}/{run.cases}" if run.cases is not None else "?"
+        flag = "" if run.status == "complete" else f" [{run.status}]"
+        label = f" {run.label}" if run.label else ""
+        typer.echo(f"{run.run_id}  {passing:>7}  {run.model or '?'}  prompt {run.prompt_version or '?'}"
+                   f"  tags {','.join(run.tags) or 'all'}{label}{flag}")  # fmt: skip
 
 
 @app.command("schema")

@@ -174,8 +174,12 @@ def gate(candidate: RunResult, comparison: Comparison | None, *, min_pass: float
     (exit 3). An error is never a regression and never a pass."""
     reasons: list[str] = []
     code = ExitCode.OK
+    incomplete = candidate.incomplete()
+    if incomplete is not None:
+        code = ExitCode.RUN_FAILED
+        reasons.append(f"{incomplete}: a gate judges whole runs only")
     if comparison is not None and comparison.regressions:
-        code = ExitCode.REGRESSION
+        code = ExitCode.REGRESSION if code == ExitCode.OK else code
         names = ", ".join(c.case_id for c in comparison.regressions)
         reasons.append(f"{len(comparison.regressions)} regression(s) against the baseline: {names}")
     unsure = inconclusive_cases(candidate, comparison)

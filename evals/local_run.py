@@ -14,7 +14,7 @@ import httpx
 from backend.settings import Settings, get_settings
 from evals.cache import RecordReplayTransport, ResponseCache
 from evals.config import HOSTED_CONCURRENCY, SCRIPTED_MODEL, EvalConfig, default_cache_file
-from evals.dataset import Dataset
+from evals.dataset import Case, Dataset
 from evals.runner import NextJob, RunOptions, TrialOutcome, open_cases, run_suite
 from evals.scripted_model import create_scripted_app
 from evals.target import InProcessTarget, RemoteTarget, Target, in_process_settings
@@ -68,6 +68,8 @@ async def run_here(
     on_start: Callable[[int], None] | None = None,
     on_result: Callable[[TrialOutcome], None] | None = None,
     next_job: NextJob | None = None,
+    on_begin: Callable[[Case, int], None] | None = None,
+    stop: asyncio.Event | None = None,
 ) -> LocalRun:
     """Run `dataset` in this process: build the target, run every case and trial (or the jobs `next_job` hands
     out), close the target."""
@@ -110,7 +112,9 @@ async def run_here(
         if on_start is not None:
             on_start(len(dataset) * config.trials)
         began = time.perf_counter()
-        outcomes = await run_suite(list(dataset.cases), target, options, on_result=on_result, next_job=next_job)
+        outcomes = await run_suite(
+            list(dataset.cases), target, options, on_result=on_result, next_job=next_job, on_begin=on_begin, stop=stop
+        )
         run_seconds = time.perf_counter() - began
     finally:
         if config.speed_aids:

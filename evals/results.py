@@ -10,7 +10,7 @@ from __future__ import annotations
 import platform
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
@@ -19,6 +19,8 @@ from evals.transcript import Transcript
 
 # 2: a trial score's metric counters sit in `tallies` (version 1 files are read and upgraded).
 RESULTS_SCHEMA_VERSION = 2
+# `cancelled`: stopped before every selected case ran (the trials that finished are kept); a gate never trusts it.
+RunStatus = Literal["complete", "cancelled"]
 _TALLY_FIELDS = ("name_slots", "name_correct", "args_checked", "args_correct", "state_checks", "state_correct")
 _PACKAGES = ("todo-agent", "openai-agents", "openai", "deepeval", "fastapi", "pydantic", "xllamacpp")
 
@@ -48,6 +50,9 @@ class RunInfo(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict)
     cache: dict[str, Any] | None = None
     versions: dict[str, str | None] = Field(default_factory=dict)
+    status: RunStatus = "complete"
+    label: str | None = None  # a name given to the run (a matrix cell: "prompt × model")
+    prompt_text: str | None = None  # the system prompt the agent ran with (in-process runs)
 
 
 class RunResult(BaseModel):
@@ -81,6 +86,16 @@ class RunResult(BaseModel):
             raise ValueError(f"{path}: cannot be read: {exc}") from exc
         except ValueError as exc:
             raise ValueError(f"{path}: not a results file: {exc}") from exc
+
+    def incomplete(self) -> str | None:
+        """Why this run cannot stand for its selection (cancelled, or cases with no trial), or None."""
+        if self.info.status != "complete":
+            return f"run {self.info.run_id} was {self.info.status}"
+        selected = self.info.dataset.get("cases")
+        ran = len(self.by_case())
+        if isinstance(selected, int) and ran < selected:
+            return f"run {self.info.run_id} is partial: {ran} of its {selected} cases ran"
+        return None
 
     def by_case(self) -> dict[str, list[TrialResult]]:
         grouped: dict[str, list[TrialResult]] = {}

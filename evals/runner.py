@@ -278,6 +278,8 @@ async def run_suite(
     *,
     on_result: Callable[[TrialOutcome], None] | None = None,
     next_job: NextJob | None = None,
+    on_begin: Callable[[Case, int], None] | None = None,
+    stop: asyncio.Event | None = None,
 ) -> list[TrialOutcome]:
     """Run jobs on `open_cases` cases at once until there are none left; results in (case, trial) order.
 
@@ -286,6 +288,9 @@ async def run_suite(
     With a few more cases open than model slots, a freed slot has a request waiting instead of idling through that.
     By default the jobs are every case times every trial (`jobs_in_order`); `next_job` lets worker processes share
     one queue instead, so none of them sits idle while another still has a backlog.
+
+    `on_begin(case, trial)` is called as a trial starts. Setting `stop` ends the run at once: no job starts, the
+    trials in flight are cancelled mid-call (their turns' requests with them), and the finished ones are returned.
     """
     if next_job is None:
         pending = iter(jobs_in_order(cases, options.trials, options.first_trial))
@@ -313,8 +318,10 @@ async def run_suite(
 
     async def case_slot() -> None:
         assert next_job is not None
-        while (job := await next_job()) is not None:
+        while not (stop is not None and stop.is_set()) and (job := await next_job()) is not None:
             case, trial = job
+            if on_begin is not None:
+                on_begin(case, trial)
             outcome = await attempt(case, trial)
             retried: list[str] = []
             while outcome.score.errored and len(retried) < options.retries:
@@ -325,6 +332,16 @@ async def run_suite(
             if on_result is not None:
                 on_result(outcome)
 
-    await asyncio.gather(*(case_slot() for _ in range(open_cases(max(1, options.concurrency)))))
+    slots: asyncio.Future[Any] = asyncio.gather(*(case_slot() for _ in range(open_cases(max(1, options.concurrency)))))
+    if stop is None:
+        await slots
+    else:
+        stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
+        await asyncio.wait([slots, stopping], return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not slots.done():
+            slots.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await slots
     position = {case.id: index for index, case in enumerate(cases)}
     return sorted(outcomes, key=lambda o: (position[o.case.id], o.transcript.trial))

@@ -6,6 +6,7 @@ The CLI, the playground, the deepeval test module, the self-tests and the bench 
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from evals.config import SCRIPTED_MODEL, EvalConfig, auto_workers, default_cache_file, select
-from evals.dataset import PROJECT_ROOT, Dataset
+from evals.dataset import PROJECT_ROOT, Case, Dataset
 from evals.local_run import LocalRun, build_model_transport, run_here
 from evals.metrics import summarise
 from evals.parallel import run_in_workers
@@ -44,7 +45,12 @@ async def run_evals(
     dataset: Dataset | None = None,
     on_start: Callable[[int], None] | None = None,
     on_result: Callable[[TrialOutcome], None] | None = None,
+    on_begin: Callable[[Case, int], None] | None = None,
+    stop: asyncio.Event | None = None,
+    label: str | None = None,
 ) -> RunResult:
+    """Run the selected cases. `on_begin(case, trial)` and `stop` (set: end the run now, keep the finished trials,
+    mark it `cancelled`) apply to runs in this process; worker processes report results only."""
     config.validate()
     config = config.settled()
     dataset = dataset if dataset is not None else select(config)
@@ -53,7 +59,7 @@ async def run_evals(
     if config.workers > 1 and not config.url:
         run = await run_in_workers(config, dataset, on_start=on_start, on_result=on_result)
     else:
-        run = await run_here(config, dataset, on_start=on_start, on_result=on_result)
+        run = await run_here(config, dataset, on_start=on_start, on_result=on_result, on_begin=on_begin, stop=stop)
     outcomes, cache, startup = run.outcomes, run.cache, run.startup_seconds
     if (
         cache is not None
@@ -72,6 +78,9 @@ async def run_evals(
         )
         for o in outcomes
     ]
+    expected = len(dataset) * config.trials
+    target = dict(run.target)
+    prompt_text = target.pop("prompt_text", None)
     info = RunInfo(
         run_id=started_at.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6],
         started_at=started_at.isoformat(timespec="seconds"),
@@ -79,7 +88,7 @@ async def run_evals(
         wall_seconds=round(time.perf_counter() - started, 2),
         startup_seconds=round(startup, 2),
         run_seconds=round(run.run_seconds, 2),
-        target=run.target,
+        target=target,
         dataset={
             "path": _relative(config.dataset),
             "fingerprint": dataset.fingerprint(),
@@ -97,6 +106,9 @@ async def run_evals(
         },
         cache=({"mode": config.cache_mode, **cache.stats()} if cache is not None else {"mode": "off"}),
         versions=versions(),
+        status="cancelled" if stop is not None and stop.is_set() and len(trials) < expected else "complete",
+        label=label,
+        prompt_text=prompt_text,
     )
     if cache is not None and info.cache is not None and info.cache.get("file"):
         info.cache["file"] = _relative(Path(info.cache["file"]))
@@ -166,6 +178,7 @@ def merge_runs(runs: Sequence[RunResult], dataset: Dataset | None = None) -> Run
                 "merged_shards": count,
             },
             "cache": cache if first.info.cache is not None else None,
+            "status": "complete" if all(r.info.status == "complete" for r in runs) else "cancelled",
         }
     )
     merged = RunResult(info=info, metrics=summarise(trials), trials=trials)

@@ -153,6 +153,7 @@ class InProcessTarget:
             "agent_model": self.settings.agent_model,
             "prompt_file": str(path.relative_to(PROJECT_ROOT)) if path.is_relative_to(PROJECT_ROOT) else str(path),
             "prompt_version": prompt_version(prompt),
+            "prompt_text": prompt,  # moved to the run's info by `run_evals` (a target dict stays short)
             "prompt_sha256": hashlib.sha256(prompt.encode("utf-8")).hexdigest(),
             "temperature": self.settings.temperature,
             "seed": self.settings.seed,
