@@ -20,6 +20,7 @@ import logging
 import os
 import signal
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -47,6 +48,7 @@ from evals.dataset import (
     json_schema_text,
     load_dataset,
 )
+from evals.matrix import cells, render_matrix_markdown
 from evals.reports import render_html, render_junit, render_markdown, render_summary
 from evals.results import RunResult
 from evals.runner import TrialOutcome, first_error
@@ -240,7 +242,7 @@ def _config(
     return replace(config, workers=processes)
 
 
-def _run(config: EvalConfig, what: str = "eval") -> RunResult:
+def _run(config: EvalConfig, what: str = "eval", label: str | None = None) -> RunResult:
     try:
         dataset = select(config)
     except DatasetError as exc:
@@ -302,7 +304,13 @@ def _run(config: EvalConfig, what: str = "eval") -> RunResult:
             loop.add_signal_handler(signal.SIGINT, interrupted)
         try:
             return await run_evals(
-                config, dataset=dataset, on_start=on_start, on_result=finished, on_begin=on_begin, stop=stop
+                config,
+                dataset=dataset,
+                on_start=on_start,
+                on_result=finished,
+                on_begin=on_begin,
+                stop=stop,
+                label=label,
             )
         finally:
             with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -448,6 +456,56 @@ def run_command(
     comparison = compare(base, result) if base else None
     _finish(result, comparison, _verdict(result, comparison, min_pass), out or RunStore.default().folder(result.info.run_id),
             summary, quiet)  # fmt: skip
+
+
+@app.command("matrix")
+def matrix_command(
+    prompts: Annotated[
+        list[Path] | None,
+        typer.Option("--prompt", metavar="FILE", help="A prompt draft (repeat for more); none: the configured one."),
+    ] = None,
+    models: Annotated[
+        list[str] | None,
+        typer.Option("--model", metavar="NAME", help="A model: local, scripted or a hosted name (repeat for more)."),
+    ] = None,
+    dataset: DatasetOpt = DEFAULT_DATASET,
+    tags: TagsOpt = None,
+    ids: IdsOpt = None,
+    trials: TrialsOpt = 1,
+    concurrency: ConcurrencyOpt = None,
+    turn_timeout: TimeoutOpt = 120.0,
+    retries: RetriesOpt = 2,
+    cache: CacheOpt = "off",
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", metavar="DIR", help="Where to write a results file per cell and matrix.md."),
+    ] = None,
+) -> None:
+    """Run every --prompt with every --model on the same cases: one saved run and
+    results file per cell, and one report (matrix.md) comparing each with the
+    first cell per case and per tag. Exit 5 if a cell was stopped."""
+    chosen = cells([str(p) for p in prompts or []], list(models or []))
+    if len(chosen) < 2:
+        raise typer.BadParameter("a matrix needs at least two cells: give two --prompt or two --model")
+    folder = out or RunStore.default().root / ("matrix-" + datetime.now(UTC).strftime("%Y%m%d-%H%M%S"))
+    runs: dict[str, RunResult] = {}
+    for number, cell in enumerate(chosen, start=1):
+        config = _config(dataset, tags, ids, trials, concurrency, turn_timeout,
+                         Path(cell.prompt) if cell.prompt else None, cell.model, None, None, None, cache, None,
+                         False, retries=retries)  # fmt: skip
+        result = _run(config, f"{number}/{len(chosen)} {cell.label}", label=cell.label)
+        RunStore.default().save(result)
+        result.save(folder / f"cell-{number}" / "results.json")
+        runs[cell.label] = result
+        if result.info.status != "complete":
+            break  # stopped: the cells after it are not run
+    report = render_matrix_markdown(runs)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "matrix.md").write_text(report, encoding="utf-8")
+    typer.echo(report)
+    console.print(f"matrix report in {folder / 'matrix.md'}; each cell saved as a run (`eval runs`)")
+    if len(runs) < len(chosen) or any(r.info.status != "complete" for r in runs.values()):
+        raise typer.Exit(ExitCode.RUN_FAILED)
 
 
 @app.command("merge")

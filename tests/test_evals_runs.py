@@ -121,3 +121,42 @@ async def test_the_baseline_command_refuses_a_cancelled_run(tmp_path: Path) -> N
     code, output = invoke("baseline", "--from", cancelled.info.run_id, "--to", str(target))
     assert code == ExitCode.RUN_FAILED, output
     assert "cancelled" in output and not target.exists()
+
+
+def test_a_matrix_of_two_prompts_saves_a_run_per_cell_and_one_comparison(tmp_path: Path) -> None:
+    from backend.settings import DEFAULT_PROMPT_FILE
+
+    draft_a, draft_b = tmp_path / "draft_a.md", tmp_path / "draft_b.md"
+    text = DEFAULT_PROMPT_FILE.read_text(encoding="utf-8")
+    draft_a.write_text(text, encoding="utf-8")
+    draft_b.write_text(text.replace("{tasks}", "{tasks}\n- Be brief."), encoding="utf-8")
+    out = tmp_path / "matrix"
+    code, output = invoke("matrix", "--prompt", str(draft_a), "--prompt", str(draft_b), "--model", "scripted",
+                          "--ids", ",".join(SMOKE_IDS), "--out", str(out))  # fmt: skip
+    assert code == 0, output
+    labels = ["draft_a × scripted", "draft_b × scripted"]
+    report = (out / "matrix.md").read_text(encoding="utf-8")
+    assert all(label in report for label in labels) and "## Per case" in report
+    assert all(case in report for case in SMOKE_IDS)
+    cells = [RunResult.load(out / f"cell-{n}" / "results.json") for n in (1, 2)]
+    assert [c.info.label for c in cells] == labels
+    assert cells[0].info.prompt_text != cells[1].info.prompt_text
+    saved = {run.label for run in RunStore.default().list()}
+    assert saved == set(labels)
+    code, output = invoke("matrix", "--prompt", str(draft_a), "--model", "scripted")
+    assert code == ExitCode.USAGE  # one cell is no comparison
+
+
+async def test_the_case_matrix_names_what_regressed_fixed_and_flips_against_the_reference() -> None:
+    from evals.matrix import case_matrix, changes
+
+    reference = await run_evals(_config())
+    broken = reference.model_copy(deep=True)
+    trial = next(t for t in broken.trials if t.case_id == "chat-hello")
+    trial.score.passed = False
+    frame = case_matrix({"ref": reference, "draft": broken}).set_index("case")
+    assert frame.loc["chat-hello", "ref"] == "pass"
+    assert frame.loc["chat-hello", "draft"] == "fail (regressed)"
+    assert frame.loc["ref-complete-by-id", "draft"] == "pass"
+    assert changes({"ref": reference, "draft": broken})["draft"]["regressed"] == ["chat-hello"]
+    assert changes({"ref": broken, "draft": reference})["draft"]["fixed"] == ["chat-hello"]
