@@ -34,12 +34,17 @@ def tag_bars(runs: Mapping[str, RunResult], ax: Axes, metric: str = "pass_rate")
         return ax
     table.columns = [_short(str(c)) for c in table.columns]
     table.plot.barh(ax=ax, width=0.8, legend=False)
-    ax.set_xlim(0, 1)
+    for bars in ax.containers:  # every bar says its value: a tag at 0 is a "0%", not an empty row
+        values = [patch.get_width() for patch in bars]  # type: ignore[attr-defined]
+        ax.bar_label(bars, labels=[f"{v:.0%}" for v in values], fontsize="x-small", padding=2)  # type: ignore[arg-type]
+    ax.set_xlim(0, 1.12)  # room for the labels of full bars
+    ax.set_xticks([0, 0.25, 0.5, 0.75, 1])
     ax.set_xlabel(metric.replace("_", " "))
     ax.set_ylabel("")
     ax.set_title(f"{metric.replace('_', ' ')} per tag")
     ax.tick_params(axis="y", labelsize="small")
-    ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.06), ncols=2)  # no empty corner here
+    # The legend goes outside the plot, below the axis label, where constrained layout makes room for it.
+    ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.14), ncols=min(3, len(table.columns)))
     return ax
 
 

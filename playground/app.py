@@ -1,4 +1,4 @@
-"""The Gradio Blocks: three tabs (chat, prompt, evals) wired to the handler modules.
+"""The Gradio Blocks: four tabs (chat, prompt, evals, saved runs) wired to the handler modules.
 
 Everything a browser session changes lives in its `gr.State` (a `PlaygroundSession`); the context (chat service,
 settings, paths) is shared and holds no per-session data.
@@ -6,9 +6,11 @@ settings, paths) is shared and holds no per-session data.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import logging
+import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar, cast
 
@@ -18,8 +20,10 @@ import pandas as pd
 import playground.chat_handlers as chat_handlers  # the module, not via the package (its door builds this app)
 import playground.eval_handlers as eval_handlers
 import playground.prompt_handlers as prompt_handlers
+import playground.run_handlers as run_handlers
 from backend.errors import ApiError
 from backend.prompts import load_prompt
+from evals.dataset import Case
 from evals.runner import TrialOutcome
 from playground.context import PlaygroundContext
 from playground.session import MODEL_KINDS, ModelChoice, PlaygroundSession
@@ -28,7 +32,7 @@ log = logging.getLogger("todo_agent.playground")
 F = TypeVar("F", bound=Callable[..., Any])
 THEME = gr.themes.Soft()
 CSS = "#chat-column .message-wrap { font-size: 14px } footer { display: none !important }"
-TAB_IDS = ("chat", "prompt", "evals")
+TAB_IDS = ("chat", "prompt", "evals", "runs")
 
 
 def initial_session(ctx: PlaygroundContext) -> PlaygroundSession:
@@ -194,13 +198,17 @@ def build_blocks(ctx: PlaygroundContext) -> gr.Blocks:
 
             # ------------------------------------------------------------ evals
             with gr.Tab("Evals", id="evals", elem_id="tab-evals"):
-                tags = eval_handlers.available_tags(ctx)
+                tag_counts = eval_handlers.tag_counts(ctx)
                 tags_box = gr.CheckboxGroup(
-                    tags, value=[t for t in ("smoke",) if t in tags], label="Cases with any of these tags"
+                    [(f"{tag} ({count})", tag) for tag, count in tag_counts.items()],
+                    value=[t for t in ("smoke",) if t in tag_counts],
+                    label="Cases with any of these tags (cases per tag)",
                 )
                 with gr.Row():
                     run_button = gr.Button("Run evals with the current prompt and model", variant="primary")
+                    cancel_button = gr.Button("Cancel the run", variant="stop", elem_id="cancel-run")
                     promote_button = gr.Button("Promote this run to baseline", variant="secondary")
+                progress_panel = gr.Markdown("No run in progress.", elem_id="eval-progress")
                 summary = gr.Markdown("No run yet.")
                 view = gr.Radio(list(eval_handlers.RESULTS_VIEWS), value="All cases", label="Show")
                 results = gr.Dataframe(
@@ -214,6 +222,39 @@ def build_blocks(ctx: PlaygroundContext) -> gr.Blocks:
                 case_pick = gr.Dropdown(label="Case", choices=[], value=None)
                 case_detail = gr.HTML("<p>Pick a case in the table.</p>")
                 promote_note = gr.Markdown()
+
+            # ------------------------------------------------------------ saved runs, side by side
+            with gr.Tab("Runs", id="runs", elem_id="tab-runs"):
+                gr.Markdown(
+                    "Every eval run is saved (`RUNS_DIR`; the CLI's `todo-agent eval runs` lists the same). Pick runs "
+                    "to put them side by side: the first is the reference."
+                )
+                runs_table = gr.Dataframe(
+                    value=pd.DataFrame(columns=run_handlers.RUN_COLUMNS),
+                    label="Saved runs, newest first",
+                    interactive=False,
+                    wrap=True,
+                    elem_id="runs-list",
+                )
+                with gr.Row():
+                    run_pick = gr.Dropdown(label="Runs", choices=[], value=[], multiselect=True, scale=4)
+                    refresh_button = gr.Button("Refresh", scale=1)
+                    open_button = gr.Button("Open the first in the Evals tab", scale=1)
+                    delete_button = gr.Button("Delete the picked runs", variant="stop", scale=1)
+                runs_note = gr.Markdown()
+                matrix_note = gr.Markdown()
+                matrix_table = gr.Dataframe(
+                    value=pd.DataFrame(columns=["case", "tags"]),
+                    label="Per case: each run against the reference",
+                    interactive=False,
+                    wrap=True,
+                    elem_id="runs-matrix",
+                )
+                matrix_chart = gr.Plot(label="Pass rate per tag, run by run")
+                with gr.Row():
+                    cell_case = gr.Dropdown(label="Case", choices=[], value=None)
+                    cell_run = gr.Dropdown(label="Run", choices=[], value=None)
+                cell_detail = gr.HTML("<p>Pick a case and a run.</p>")
 
         # ------------------------------------------------------------ handlers: session and chat
         def refreshed(session: PlaygroundSession) -> tuple[pd.DataFrame, Any]:
@@ -382,39 +423,72 @@ def build_blocks(ctx: PlaygroundContext) -> gr.Blocks:
 
         @guarded
         async def on_run(
-            tags: list[str], view_label: str, session: PlaygroundSession, progress: gr.Progress = gr.Progress()
-        ) -> tuple[Any, ...]:
+            tags: list[str], view_label: str, session: PlaygroundSession
+        ) -> AsyncIterator[tuple[Any, ...]]:
             if not tags:
                 raise user_error("pick at least one tag")
-            counts = {"done": 0, "total": 0, "failed": 0}
-            progress(0, desc="starting the eval run")
+            tracker = run_handlers.RunProgress()
+            changed = asyncio.Event()
+            token = uuid.uuid4().hex
+            stop = ctx.stops[token] = asyncio.Event()
+            session.run_token = token
 
             def on_start(total: int) -> None:
-                counts["total"] = total
+                tracker.total = total
+                changed.set()
+
+            def on_begin(case: Case, _trial: int) -> None:
+                tracker.begin(case.id)
+                changed.set()
 
             def on_result(outcome: TrialOutcome) -> None:
-                counts["done"] += 1
-                counts["failed"] += not outcome.score.passed
-                progress(
-                    (counts["done"], counts["total"] or None),
-                    desc=f"{outcome.case.id}: {'pass' if outcome.score.passed else 'FAIL'} ({counts['failed']} failed)",
-                )
+                tracker.result(outcome)
+                changed.set()
 
+            running = asyncio.create_task(
+                eval_handlers.run(ctx, session, tags, on_start=on_start, on_begin=on_begin, on_result=on_result,
+                                  stop=stop)
+            )  # fmt: skip
+            unchanged = [gr.skip()] * len(eval_outputs)
             try:
-                await eval_handlers.run(ctx, session, tags, on_start=on_start, on_result=on_result)
+                while not running.done():
+                    yield (session, tracker.markdown(), *unchanged)
+                    # Redrawn on each event, and each second for the clock.
+                    waiter = asyncio.ensure_future(changed.wait())
+                    await asyncio.wait([running, waiter], timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+                    waiter.cancel()
+                    changed.clear()
+                    tracker.stopping = stop.is_set()
+                await running
             except (ValueError, OSError, RuntimeError) as exc:
                 raise user_error(f"the run could not complete: {exc}") from exc
-            return (session, *eval_views(session, view_label))
+            finally:
+                ctx.stops.pop(token, None)
+                session.run_token = ""
+                if not running.done():
+                    running.cancel()  # the page went away: the run goes with it
+            tracker.finished, tracker.stopping = True, stop.is_set()
+            yield (session, tracker.markdown(), *eval_views(session, view_label))
 
         eval_outputs = [summary, results, chart, case_pick, case_detail]
-        run_button.click(
+        run_event = run_button.click(
             on_run,
             [tags_box, view, state],
-            [state, *eval_outputs],
+            [state, progress_panel, *eval_outputs],
             api_name="run_evals",
             concurrency_limit=1,
             concurrency_id="evals",  # one run at a time on this machine: the model is the bottleneck
         )
+
+        @guarded
+        def on_cancel(session: PlaygroundSession) -> str:
+            stop = ctx.stops.get(session.run_token)
+            if stop is None:
+                return "No run in progress."
+            stop.set()  # the run stops within the model call it is in, and is saved as cancelled
+            return "Stopping the run…"
+
+        cancel_button.click(on_cancel, [state], [progress_panel], api_name="cancel_evals", concurrency_limit=None)
 
         @guarded
         def on_view(view_label: str, session: PlaygroundSession) -> pd.DataFrame:
@@ -446,6 +520,82 @@ def build_blocks(ctx: PlaygroundContext) -> gr.Blocks:
             return session, note
 
         promote_button.click(on_promote, [state], [state, promote_note], api_name="promote")
+
+        # ------------------------------------------------------------ handlers: saved runs
+        def runs_views(chosen: list[str] | None = None) -> tuple[Any, ...]:
+            ids = run_handlers.run_ids(ctx)
+            kept = [run_id for run_id in chosen or [] if run_id in ids]
+            return run_handlers.runs_frame(ctx), gr.update(choices=ids, value=kept)
+
+        @guarded
+        def on_refresh_runs(chosen: list[str] | None) -> tuple[Any, ...]:
+            return runs_views(chosen)
+
+        runs_outputs = [runs_table, run_pick]
+        refresh_button.click(on_refresh_runs, [run_pick], runs_outputs, api_name="list_runs")
+        blocks.load(on_refresh_runs, [run_pick], runs_outputs, api_visibility="private")
+        run_event.then(on_refresh_runs, [run_pick], runs_outputs, api_visibility="private")
+
+        @guarded
+        def on_compare(chosen: list[str] | None) -> tuple[Any, ...]:
+            try:
+                runs = run_handlers.side_by_side(ctx, list(chosen or []))
+            except ValueError as exc:
+                raise user_error(str(exc)) from exc
+            cases = list(run_handlers.matrix_frame(runs)["case"]) if runs else []
+            return (
+                run_handlers.matrix_summary(runs),
+                run_handlers.matrix_frame(runs),
+                run_handlers.matrix_figure(runs),
+                gr.update(choices=cases, value=None),
+                gr.update(choices=list(chosen or []), value=chosen[-1] if chosen else None),
+            )
+
+        run_pick.change(on_compare, [run_pick], [matrix_note, matrix_table, matrix_chart, cell_case, cell_run],
+                        api_name="compare_runs")  # fmt: skip
+
+        @guarded
+        def on_cell(chosen: list[str] | None, case_id: str | None, run_id: str | None) -> str:
+            try:
+                return run_handlers.cell_detail_html(ctx, list(chosen or []), case_id, run_id)
+            except ValueError as exc:
+                raise user_error(str(exc)) from exc
+
+        cell_case.change(on_cell, [run_pick, cell_case, cell_run], [cell_detail], api_name="cell_detail")
+        cell_run.change(on_cell, [run_pick, cell_case, cell_run], [cell_detail], api_visibility="private")
+
+        @guarded
+        def on_matrix_row(table: pd.DataFrame, event: gr.SelectData) -> Any:
+            index = event.index[0] if isinstance(event.index, list | tuple) else event.index
+            if table is None or not isinstance(index, int) or index >= len(table):
+                return gr.skip()
+            return gr.update(value=str(table.iloc[index, 0]))
+
+        matrix_table.select(on_matrix_row, [matrix_table], [cell_case], api_visibility="private")
+
+        @guarded
+        def on_open(chosen: list[str] | None, view_label: str, session: PlaygroundSession) -> tuple[Any, ...]:
+            if not chosen:
+                raise user_error("pick a run to open")
+            try:
+                run_handlers.reopen(ctx, session, chosen[0])
+            except ValueError as exc:
+                raise user_error(str(exc)) from exc
+            return (session, *eval_views(session, view_label), gr.Tabs(selected="evals"))
+
+        open_button.click(on_open, [run_pick, view, state], [state, *eval_outputs, tabs], api_name="open_run")
+
+        @guarded
+        def on_delete(chosen: list[str] | None) -> tuple[Any, ...]:
+            if not chosen:
+                raise user_error("pick the runs to delete")
+            try:
+                notes = [run_handlers.delete(ctx, run_id) for run_id in chosen]
+            except ValueError as exc:
+                raise user_error(str(exc)) from exc
+            return (" ".join(notes), *runs_views())
+
+        delete_button.click(on_delete, [run_pick], [runs_note, *runs_outputs], api_name="delete_runs")
 
     blocks.queue(default_concurrency_limit=4)
     return blocks

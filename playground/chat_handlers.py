@@ -63,15 +63,15 @@ def tool_started_message(call_id: str, name: str, arguments: dict[str, Any]) -> 
     return gr.ChatMessage(
         role="assistant",
         content=f"**arguments**\n{_json_block(arguments)}\n\n*running…*",
-        metadata={"title": f"🛠️ {name}", "status": "pending", "id": call_id},
+        metadata={"title": f"⚙ {name}", "status": "pending", "id": call_id},
     )
 
 
 def tool_finished_message(call_id: str, call: ToolCallRecord) -> gr.ChatMessage:
-    title = f"🛠️ {call.name}"
+    title = f"⚙ {call.name}"
     if call.is_error:
         error = call.result.get("error", {}) if isinstance(call.result, dict) else {}
-        title += f" — ❌ {error.get('code', 'error')}"
+        title += f" — ✗ {error.get('code', 'error')}"
     return gr.ChatMessage(
         role="assistant",
         content=f"**arguments**\n{_json_block(call.arguments)}\n\n**result**\n{_json_block(call.result)}",
@@ -86,7 +86,7 @@ def tool_finished_message(call_id: str, call: ToolCallRecord) -> gr.ChatMessage:
 
 
 def failure_message(code: str, message: str) -> gr.ChatMessage:
-    return gr.ChatMessage(role="assistant", content=message, metadata={"title": f"⚠️ {code}", "status": "done"})
+    return gr.ChatMessage(role="assistant", content=message, metadata={"title": f"⚠ {code}", "status": "done"})
 
 
 def stored_messages(messages: list[Message]) -> list[gr.ChatMessage]:
@@ -148,7 +148,7 @@ def tool_call_messages(messages: list[Any]) -> list[Any]:
     found = []
     for message in messages:
         metadata = message.get("metadata") if isinstance(message, dict) else message.metadata
-        if metadata and str(metadata.get("title", "")).startswith("🛠️"):
+        if metadata and str(metadata.get("title", "")).startswith("⚙"):
             found.append(message)
     return found
 

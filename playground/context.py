@@ -22,6 +22,8 @@ from backend.llm.provider import build_model
 from backend.main import agent_config, build_chat_service
 from backend.settings import LOCAL_MODEL, PROMPTS_DIR, Settings
 from evals.dataset import DEFAULT_DATASET, PROJECT_ROOT
+from evals.runs import RunStore
+from evals.scripted_model import Responder
 from playground.session import ModelChoice
 
 DEFAULT_BASELINE = PROJECT_ROOT / "evals" / "baselines" / "local.json"  # the one `todo-agent eval baseline` writes
@@ -53,6 +55,10 @@ class PlaygroundContext:
     baseline: Path = DEFAULT_BASELINE
     # Models other than the default, built once per (kind, url, name, key) and reused by every turn.
     _models: dict[tuple[str, str, str, str], Model] = field(default_factory=dict)
+    # The scripted model's policy for eval runs on `--model scripted` (tests hold a model call open with it).
+    eval_responder: Responder | None = None
+    # The stop switch of each eval run in progress, by the run token its session holds (Cancel sets it).
+    stops: dict[str, asyncio.Event] = field(default_factory=dict)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PlaygroundContext:
@@ -64,6 +70,11 @@ class PlaygroundContext:
     @property
     def engine(self) -> Engine:
         return self.chat.engine
+
+    @property
+    def runs(self) -> RunStore:
+        """Saved runs: the RUNS_DIR the CLI and the notebooks use too."""
+        return RunStore.default(self.settings)
 
     @property
     def baseline_prompt_file(self) -> Path:

@@ -4,6 +4,7 @@ model, compare with the committed baseline (`evals.compare`), and render the tab
 
 from __future__ import annotations
 
+import asyncio
 import html
 import json
 import logging
@@ -54,6 +55,15 @@ def available_tags(ctx: PlaygroundContext) -> list[str]:
         return []
 
 
+def tag_counts(ctx: PlaygroundContext) -> dict[str, int]:
+    """Cases per tag (what a tag chip holds); empty without a dataset, as `available_tags`."""
+    tags = available_tags(ctx)
+    if not tags:
+        return {}
+    cases = load_dataset(ctx.dataset).cases
+    return {tag: sum(tag in case.tags for case in cases) for tag in tags}
+
+
 def load_baseline(ctx: PlaygroundContext) -> RunResult | None:
     return RunResult.load(ctx.baseline) if ctx.baseline.exists() else None
 
@@ -85,6 +95,7 @@ def eval_config(ctx: PlaygroundContext, session: PlaygroundSession, tags: list[s
         turn_timeout=settings.model_timeout + 30,
         cache_mode="off",  # a prompt engineer wants what the model says now, not what it said last time
         deepeval=False,  # the gate's verdict is our scorer's; deepeval's summary only adds minutes here
+        responder=ctx.eval_responder,
     )
 
 
@@ -95,9 +106,16 @@ async def run(
     *,
     on_start: Callable[[int], None] | None = None,
     on_result: Callable[[TrialOutcome], None] | None = None,
+    on_begin: Callable[[Case, int], None] | None = None,
+    stop: asyncio.Event | None = None,
 ) -> PlaygroundSession:
+    """Run the evals with the session's prompt and model, save the run (RUNS_DIR: it outlives the page), and
+    compare it with the baseline. Setting `stop` ends it at once, saved as cancelled."""
     config = eval_config(ctx, session, tags)
-    result = await run_evals(config, on_start=on_start, on_result=on_result)
+    result = await run_evals(
+        config, on_start=on_start, on_result=on_result, on_begin=on_begin, stop=stop, label=session.prompt_name or None
+    )
+    ctx.runs.save(result)
     baseline = load_baseline(ctx)
     session.candidate = result
     session.prompt_file = str(config.prompt)
@@ -144,7 +162,7 @@ def results_frame(session: PlaygroundSession, view: ResultsView = "all") -> pd.D
             [
                 case_id,
                 ", ".join(trials[0].tags),
-                "✅ pass" if passed == len(trials) else ("❌ fail" if passed == 0 else "⚠️ flaky"),
+                "✓ pass" if passed == len(trials) else ("✗ fail" if passed == 0 else "~ flaky"),
                 f"{passed}/{len(trials)}",
                 ", ".join(kinds),
                 baseline,
@@ -352,6 +370,9 @@ def promote(ctx: PlaygroundContext, session: PlaygroundSession) -> str:
     result = session.candidate
     if result is None:
         raise ValueError("run the evals first")
+    incomplete = result.incomplete()
+    if incomplete is not None:
+        raise ValueError(f"{incomplete}: only a whole run can become the baseline")
     everything = {c.id for c in load_dataset(ctx.dataset).cases}
     missing = everything - set(result.by_case())
     if missing:

@@ -46,3 +46,4 @@ class PlaygroundSession:
     candidate: RunResult | None = None  # the last eval run of this session
     comparison: Comparison | None = None  # ... compared with the baseline, when there is one
     prompt_file: str | None = None  # the prompt file the candidate run used
+    run_token: str = ""  # names this session's eval run in progress (`PlaygroundContext.stops`), "" when none

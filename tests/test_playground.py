@@ -1,5 +1,6 @@
 """The Gradio playground: its handlers on the scripted model, the launched app through gradio_client, the mount and
-its login, and one headless-Chromium load that finds the chat and eval tabs."""
+its login, one headless-Chromium load that finds the chat and eval tabs, and the saved runs: a run outlives the page
+and the process, any runs go side by side, a run in progress shows its progress and can be cancelled."""
 
 from __future__ import annotations
 
@@ -24,13 +25,14 @@ from backend.settings import DEFAULT_PROMPT_FILE
 from evals.dataset import DEFAULT_DATASET, load_dataset
 from evals.reference_agent import reference_responder
 from evals.results import RunResult
-from evals.scripted_model import Reply, asgi_http_client, create_scripted_app, script
-from playground import chat_handlers, eval_handlers, prompt_handlers
+from evals.runner import TrialOutcome
+from evals.scripted_model import Reply, asgi_http_client, create_scripted_app, last_user_text, script
+from playground import chat_handlers, eval_handlers, prompt_handlers, run_handlers
 from playground.app import initial_session
 from playground.context import PlaygroundContext
 from playground.door import launch, playground_auth
 from playground.session import ModelChoice, PlaygroundSession
-from tests.conftest import TEST_SECRET, Harness, make_settings
+from tests.conftest import TEST_SECRET, Harness, ThreadHold, make_settings
 from todo_agent.app import create_app
 
 # ---------------------------------------------------------------- fixtures
@@ -95,7 +97,7 @@ def test_renderer_turns_events_into_collapsible_tool_messages() -> None:
     renderer = chat_handlers.TurnRenderer([gr.ChatMessage(role="user", content="add milk")])
     renderer.apply(ToolCallStarted("c1", "add_task", {"title": "Milk"}))
     pending = renderer.messages[-1]
-    assert pending.metadata == {"title": "🛠️ add_task", "status": "pending", "id": "c1"}
+    assert pending.metadata == {"title": "⚙ add_task", "status": "pending", "id": "c1"}
     ok = ToolCallRecord("add_task", {"title": "Milk"}, {"task_id": 1, "status": "created", "title": "Milk"}, 12.5)
     renderer.apply(ToolCallFinished("c1", ok))
     done = renderer.messages[1]
@@ -104,14 +106,14 @@ def test_renderer_turns_events_into_collapsible_tool_messages() -> None:
     bad = ToolCallRecord("delete_task", {"task_id": 9}, {"error": {"code": "not_found", "message": "no task 9"}}, 3.0)
     renderer.apply(ToolCallStarted("c2", "delete_task", {"task_id": 9}))
     renderer.apply(ToolCallFinished("c2", bad))
-    assert renderer.messages[2].metadata["title"] == "🛠️ delete_task — ❌ not_found"
+    assert renderer.messages[2].metadata["title"] == "⚙ delete_task — ✗ not_found"
     assert renderer.messages[2].metadata["log"] == "error"
     for piece in ("Added ", "Milk."):
         renderer.apply(TextDelta(piece))
     renderer.apply(FinalReply("Added Milk.", [ok, bad]))
     assert [m.content for m in renderer.messages[3:]] == ["Added Milk."]  # streamed once, not repeated at the end
     renderer.apply(AgentFailure("model_timeout", "too slow"))
-    assert renderer.messages[-1].metadata["title"] == "⚠️ model_timeout"
+    assert renderer.messages[-1].metadata["title"] == "⚠ model_timeout"
 
 
 def test_a_reply_that_never_streamed_is_shown_from_the_final_event() -> None:
@@ -141,7 +143,7 @@ async def test_a_turn_streams_tool_calls_then_the_reply_and_refreshes_the_task_l
     assert first_tool < len(snapshots) - 1, "the tool call shows before the turn ends"
     final = snapshots[-1]
     assert [m.role for m in final] == ["user", "assistant", "assistant"]
-    assert final[1].metadata["title"] == "🛠️ add_task" and final[1].metadata["status"] == "done"
+    assert final[1].metadata["title"] == "⚙ add_task" and final[1].metadata["status"] == "done"
     assert "duration" in final[1].metadata
     assert "Buy groceries" in str(final[2].content)
     raw = session.last_turn
@@ -159,7 +161,7 @@ async def test_a_turn_streams_tool_calls_then_the_reply_and_refreshes_the_task_l
 async def test_a_tool_error_is_marked_on_its_message(pg: Playground) -> None:
     session = pg.session()
     final = (await turn(pg, session, "Mark task 99 as complete"))[-1]
-    assert final[1].metadata["title"].startswith("🛠️ complete_task — ❌")
+    assert final[1].metadata["title"].startswith("⚙ complete_task — ✗")
     assert session.last_turn["tool_calls"][0]["is_error"] is True
 
 
@@ -167,7 +169,7 @@ async def test_a_model_failure_is_shown_and_the_conversation_survives(make_playg
     pg = await make_playground(script([Reply(status=400)], then=reference_responder))
     session = pg.session()
     final = (await turn(pg, session, "Add a task to buy milk"))[-1]
-    assert final[-1].metadata["title"] == "⚠️ model_error"
+    assert final[-1].metadata["title"] == "⚠ model_error"
     assert session.last_turn["error"]["code"] == "model_error"
     await turn(pg, session, "Add a task to buy milk")  # the conversation is not left locked
     assert session.last_turn["response"]
@@ -206,7 +208,7 @@ async def test_retry_reruns_the_last_message_and_undo_removes_it(pg: Playground)
     before = len(session.messages)
     snapshots = await drain(chat_handlers.retry(pg.ctx, session))
     assert len(snapshots[-1]) == before  # the last exchange, run again, replaces itself
-    assert chat_handlers.tool_call_messages(snapshots[-1])[-1].metadata["title"] == "🛠️ list_tasks"
+    assert chat_handlers.tool_call_messages(snapshots[-1])[-1].metadata["title"] == "⚙ list_tasks"
     session, text = await chat_handlers.undo(pg.ctx, session)
     assert text == "Show me all my tasks"
     assert [m.content for m in session.messages if m.role == "user"] == ["Add a task to buy milk"]
@@ -225,7 +227,7 @@ async def test_new_conversation_and_resume_with_stored_tool_calls(pg: Playground
     choices = chat_handlers.conversation_choices(pg.ctx, "alice")
     assert {value for _, value in choices} == {first, session.conversation_id}
     chat_handlers.resume(pg.ctx, session, first)
-    assert titles(session.messages)[1] == "🛠️ add_task"
+    assert titles(session.messages)[1] == "⚙ add_task"
     with pytest.raises(Exception, match="not found"):
         chat_handlers.resume(pg.ctx, pg.session("mallory"), first)  # not theirs
 
@@ -391,7 +393,7 @@ def test_client_chat_turn_streams_tool_call_messages(served: str) -> None:
     messages, cleared, tasks, raw, _ = job.result()
     assert cleared == ""
     tool_messages = chat_handlers.tool_call_messages(messages)
-    assert [m["metadata"]["title"] for m in tool_messages] == ["🛠️ add_task"]
+    assert [m["metadata"]["title"] for m in tool_messages] == ["⚙ add_task"]
     assert tool_messages[0]["metadata"]["status"] == "done"
     assert any(chat_handlers.tool_call_messages(out[0]) for out in streamed[:-1]), "tool call streamed early"
     assert [row[1] for row in tasks["data"]] == ["Buy milk"]
@@ -404,7 +406,7 @@ def test_client_chat_turn_streams_tool_call_messages(served: str) -> None:
 
 def test_client_eval_run_returns_a_table(served: str) -> None:
     client = Client(served, verbose=False)
-    summary, table, _chart, _cases, _detail = client.predict(["smoke"], "All cases", api_name="/run_evals")
+    _progress, summary, table, _chart, _cases, _detail = client.predict(["smoke"], "All cases", api_name="/run_evals")
     smoke = [c.id for c in load_dataset().cases if "smoke" in c.tags]
     passing = sum("pass" in row[2] for row in table["data"])
     assert f"{passing}/{len(smoke)} cases pass" in summary
@@ -449,3 +451,123 @@ async def test_without_a_dataset_the_playground_still_builds_and_says_why(
         blocks = build_blocks(pg.ctx)
     assert isinstance(blocks, gr.Blocks)
     assert [r.message for r in caplog.records if "playground evals off" in r.message]
+
+
+# ---------------------------------------------------------------- saved runs, side by side, progress and cancel
+
+
+def _small_dataset(tmp_path: Path) -> Path:
+    dataset = tmp_path / "dataset"
+    dataset.mkdir(exist_ok=True)
+    shutil.copyfile(DEFAULT_DATASET / "reference.yaml", dataset / "reference.yaml")
+    return dataset
+
+
+async def test_a_run_is_saved_and_reopened_after_a_restart_then_deleted(
+    tmp_path: Path, make_playground: Callable[..., Any]
+) -> None:
+    pg: Playground = await make_playground(dataset=_small_dataset(tmp_path))
+    session = pg.session()
+    await eval_handlers.run(pg.ctx, session, ["smoke"])
+    assert session.candidate is not None
+    run_id = session.candidate.info.run_id
+
+    # A new process: a fresh context on the same settings finds the run on disk.
+    restarted = PlaygroundContext(pg.ctx.settings, pg.ctx.chat, dataset=pg.ctx.dataset, baseline=pg.ctx.baseline)
+    frame = run_handlers.runs_frame(restarted)
+    assert frame["run"].tolist() == [run_id] and frame.loc[0, "status"] == "complete"
+    fresh = pg.session()
+    run_handlers.reopen(restarted, fresh, run_id)
+    assert fresh.candidate is not None and fresh.candidate.info.run_id == run_id
+    assert eval_handlers.results_frame(fresh)["case"].tolist() == list(session.candidate.by_case())
+
+    with pytest.raises(ValueError, match="not a run id"):
+        run_handlers.delete(restarted, "../dataset")
+    assert pg.ctx.dataset.is_dir()
+    run_handlers.delete(restarted, run_id)
+    assert run_handlers.run_ids(restarted) == []
+
+
+async def test_two_prompt_drafts_side_by_side_per_case_per_tag_and_any_cell(
+    tmp_path: Path, make_playground: Callable[..., Any]
+) -> None:
+    pg: Playground = await make_playground(dataset=_small_dataset(tmp_path))
+    session = pg.session()
+    await eval_handlers.run(pg.ctx, session, ["reference"])
+    assert session.candidate is not None
+    first = session.candidate.info.run_id
+    prompt_handlers.edit(pg.ctx, session, session.prompt_text + "\n- Be brief.\n")
+    await eval_handlers.run(pg.ctx, session, ["reference"])
+    second = session.candidate.info.run_id
+    assert session.candidate.info.prompt_text is not None and "Be brief" in session.candidate.info.prompt_text
+
+    runs = run_handlers.side_by_side(pg.ctx, [first, second])
+    frame = run_handlers.matrix_frame(runs)
+    assert list(frame.columns)[2:] == list(runs)
+    assert sorted(frame["case"]) == sorted(c.id for c in load_dataset(pg.ctx.dataset).cases)
+    assert "Reference" in run_handlers.matrix_summary(runs)
+    chart = run_handlers.matrix_figure(runs)
+    assert len(chart.axes[0].get_legend().get_texts()) == 2
+    case = frame["case"].iloc[0]
+    detail = run_handlers.cell_detail_html(pg.ctx, [first, second], case, second)
+    assert case in detail and "baseline" in detail  # the reference stands where the baseline does
+
+
+async def test_progress_counts_the_trials_and_estimates_what_is_left(
+    tmp_path: Path, make_playground: Callable[..., Any]
+) -> None:
+    pg: Playground = await make_playground(dataset=_small_dataset(tmp_path))
+    tracker = run_handlers.RunProgress(started=0.0)
+    assert "Starting" in tracker.markdown(now=3.0)
+    seen: list[TrialOutcome] = []
+    await eval_handlers.run(pg.ctx, pg.session(), ["smoke"], on_result=seen.append)
+    tracker.total = len(seen)
+    tracker.begin(seen[0].case.id)
+    tracker.result(seen[0])
+    text = tracker.markdown(now=10.0)
+    assert f"1/{len(seen)} trials" in text and "10 s elapsed" in text
+    assert f"about {10 * (len(seen) - 1)} s left" in text
+    tracker.begin(seen[1].case.id)
+    assert f"running `{seen[1].case.id}`" in tracker.markdown(now=11.0)
+
+
+@pytest.fixture
+def held_app() -> Iterator[tuple[str, ThreadHold]]:
+    """The launched playground whose eval runs hold one case's model call open until it is cancelled."""
+    hold = ThreadHold()
+    root = Path(tempfile.mkdtemp(prefix="playground-runs-"))
+    settings = make_settings(root, playground_enabled=True)
+    model = build_model(settings, http_client=asgi_http_client(create_scripted_app(reference_responder)))
+    app = create_app(settings, model=model, migrate=False)
+    db.upgrade(app.state.engine)
+    ctx = _context(settings, app.state.chat, root, _small_dataset(root))
+
+    def respond(request: dict[str, Any]) -> Reply:
+        if "pending" in last_user_text(request).lower():
+            return Reply(text="never", wait=hold)
+        return reference_responder(request)
+
+    ctx.eval_responder = respond
+    blocks = launch(settings, port=_free_port(), block=False, context=ctx)
+    try:
+        yield blocks.local_url, hold
+    finally:
+        hold.release.set()
+        blocks.close()
+        app.state.engine.dispose()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+async def test_cancel_stops_a_run_in_progress_and_saves_it_marked_cancelled(held_app: tuple[str, ThreadHold]) -> None:
+    url, hold = held_app
+    client = Client(url, verbose=False)
+    job = client.submit(["smoke"], "All cases", api_name="/run_evals")
+    await hold.reached()
+    assert client.predict(api_name="/cancel_evals") == "Stopping the run…"
+    progress, *_ = job.result(timeout=60)
+    assert "cancelled" in progress
+    table, _choices = client.predict([], api_name="/list_runs")
+    assert [row[6] for row in table["data"]] == ["cancelled"]
+    with pytest.raises(Exception, match="cancelled"):
+        client.predict(api_name="/promote")
+    assert client.predict(api_name="/cancel_evals") == "No run in progress."
