@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -28,8 +28,8 @@ from backend.agent import AgentEvent, AgentFailure, FinalReply, TodoAgent, ToolC
 from backend.conversation_changes import Lease
 from backend.errors import ApiError
 from backend.metrics import TURNS
-from backend.models import MESSAGE_MAX, ROW_ID_MAX, Message, is_blank_text
-from backend.tools import ToolRunContext, task_lines
+from backend.models import MESSAGE_MAX, ROW_ID_MAX, Feedback, Message, Task, is_blank_text
+from backend.tools import ToolRunContext, format_task_lines, task_lines, task_snapshot
 
 T = TypeVar("T")
 
@@ -166,11 +166,13 @@ class ChatService:
     def _open_turn(
         self, session: Session, user_id: str, message: str, conversation_id: int | None, door: str
     ) -> OpenTurn:
-        # Read in the same session as the turn's opening (one trip to a worker thread instead of two).
-        tasks = self._task_lines(session, user_id)
+        # Read in the same session as the turn's opening (one trip to a worker thread instead of two): the turn
+        # context shows it, the user message keeps it.
+        listed = crud.list_tasks(session, user_id=user_id)
+        tasks, snapshot = self._task_lines(listed), task_snapshot(listed)
         if conversation_id is None:
             lease, first = changes.start_conversation(
-                session, user_id=user_id, first_message=message, lease_seconds=self.lease_seconds
+                session, user_id=user_id, first_message=message, lease_seconds=self.lease_seconds, tasks=snapshot
             )
             assert first.id is not None
             return OpenTurn(lease, message, [], first.id, tasks, door)
@@ -180,7 +182,7 @@ class ChatService:
         try:
             window = crud.recent_messages(session, conversation_id=conversation_id, limit=self.history_window)
             stored = changes.add_message(
-                session, user_id=user_id, conversation_id=conversation_id, role="user", content=message
+                session, user_id=user_id, conversation_id=conversation_id, role="user", content=message, tasks=snapshot
             )
         except Exception:
             session.rollback()
@@ -189,10 +191,10 @@ class ChatService:
         assert stored.id is not None
         return OpenTurn(lease, message, history_items(window), stored.id, tasks, door)
 
-    def _task_lines(self, session: Session, user_id: str) -> str | None:
+    def _task_lines(self, tasks: Sequence[Task]) -> str | None:
         if not self.agent.wants_tasks or self.task_context_limit <= 0:
             return None
-        return task_lines(session, user_id=user_id, limit=self.task_context_limit)
+        return format_task_lines(tasks, limit=self.task_context_limit)
 
     def _read_task_lines(self, user_id: str) -> str:
         with Session(self.engine) as session:
@@ -225,7 +227,9 @@ class ChatService:
                 limit=self.history_window,
                 newest_first=True,
             )
-            tasks = self._task_lines(session, user_id)
+            listed = crud.list_tasks(session, user_id=user_id)
+            tasks = self._task_lines(listed)
+            changes.keep_tasks(session, message=message, tasks=task_snapshot(listed))  # the list the rerun reads
         except Exception:
             session.rollback()
             changes.release_turn_lease(session, lease=lease)
@@ -279,6 +283,21 @@ class ChatService:
             changes.delete_conversation(session, lease=self._lease(session, user_id, conversation_id))
 
         await self._db(delete)
+
+    async def give_feedback(
+        self, *, user_id: str, conversation_id: int, message_ids: list[int], feedback: Feedback
+    ) -> int:
+        """The user's thumbs up or down on replies (ChatKit's items.feedback); no lease: it changes no turn. Raises
+        404 when the conversation is not the user's; returns how many replies took it."""
+
+        def give(session: Session) -> int:
+            if crud.get_conversation(session, user_id=user_id, conversation_id=conversation_id) is None:
+                raise conversation_not_found()
+            return changes.set_feedback(
+                session, user_id=user_id, conversation_id=conversation_id, message_ids=message_ids, feedback=feedback
+            )
+
+        return await self._db(give)
 
     async def rename_conversation(self, *, user_id: str, conversation_id: int, title: str) -> None:
         """A new title (ChatKit's threads.update); under the lease like every other change."""
@@ -387,6 +406,7 @@ class ChatService:
                         role="assistant",
                         content=text,
                         tool_calls=[call.public() for call in calls] or None,
+                        tasks=task_snapshot(crud.list_tasks(session, user_id=turn.user_id)),
                     )
                 )
             session.commit()

@@ -13,10 +13,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, delete, or_, update
-from sqlmodel import Session, col
+from sqlmodel import Session, col, select
 
 from backend.crud import conversation_title
-from backend.models import TITLE_MAX, Conversation, Message, utcnow
+from backend.models import TITLE_MAX, Conversation, Feedback, Message, utcnow
 
 
 def create_conversation(session: Session, *, user_id: str, title: str) -> Conversation:
@@ -28,7 +28,12 @@ def create_conversation(session: Session, *, user_id: str, title: str) -> Conver
 
 
 def start_conversation(
-    session: Session, *, user_id: str, first_message: str, lease_seconds: float
+    session: Session,
+    *,
+    user_id: str,
+    first_message: str,
+    lease_seconds: float,
+    tasks: list[dict[str, Any]] | None = None,
 ) -> tuple[Lease, Message]:
     """A new conversation, already leased for its first turn, with its first user message: one transaction, so a
     failure leaves neither an empty conversation nor a lease behind."""
@@ -44,8 +49,9 @@ def start_conversation(
     session.flush()  # assigns the id
     assert conversation.id is not None
     message = Message(
-        user_id=user_id, conversation_id=conversation.id, role="user", content=first_message, created_at=now
-    )
+        user_id=user_id, conversation_id=conversation.id, role="user", content=first_message, created_at=now,
+        tasks=tasks,
+    )  # fmt: skip
     session.add(message)
     session.commit()
     return Lease(conversation.id, user_id, token), message
@@ -140,6 +146,7 @@ def add_message(
     content: str,
     tool_calls: list[dict[str, Any]] | None = None,
     created_at: datetime | None = None,
+    tasks: list[dict[str, Any]] | None = None,
 ) -> Message:
     message = Message(
         user_id=user_id,
@@ -148,10 +155,37 @@ def add_message(
         content=content,
         tool_calls=tool_calls,
         created_at=created_at or utcnow(),
+        tasks=tasks,
     )
     session.add(message)
     session.commit()  # the id is assigned at flush; no refresh round trip needed (expire_on_commit is off)
     return message
+
+
+def keep_tasks(session: Session, *, message: Message, tasks: list[dict[str, Any]]) -> None:
+    """The task list a turn of `message` reads, kept with it (a retried turn reads the list as it is then)."""
+    message.tasks = tasks
+    session.add(message)
+    session.commit()
+
+
+def set_feedback(
+    session: Session, *, user_id: str, conversation_id: int, message_ids: list[int], feedback: Feedback
+) -> int:
+    """The user's thumbs on replies of their conversation; returns how many replies took it (others' rows: none)."""
+    rows = session.exec(
+        select(Message).where(
+            Message.user_id == user_id,
+            Message.conversation_id == conversation_id,
+            Message.role == "assistant",
+            col(Message.id).in_(message_ids),
+        )
+    ).all()
+    for row in rows:
+        row.feedback = feedback
+        session.add(row)
+    session.commit()
+    return len(rows)
 
 
 def delete_messages(

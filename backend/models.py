@@ -13,6 +13,8 @@ from sqlalchemy import JSON, Column, Index, Text
 from sqlmodel import Field, SQLModel
 
 TITLE_MAX = 200
+Feedback = Literal["positive", "negative"]
+TASK_SNAPSHOT_FIELDS = ("id", "title", "description", "completed")
 DESCRIPTION_MAX = 1000
 MESSAGE_MAX = 4000
 USER_ID_MAX = 128
@@ -134,6 +136,10 @@ class Message(SQLModel, table=True):
     content: str = Field(sa_type=Text)  # the migration's TEXT (a bare `str` would map to VARCHAR)
     tool_calls: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     created_at: datetime = Field(default_factory=utcnow)
+    # The user's task list (TASK_SNAPSHOT_FIELDS) as the turn saw it: before it on a user message, after it on the
+    # reply. A conversation can then be replayed from its true start (`todo-agent eval capture`).
+    tasks: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    feedback: str | None = Field(default=None, max_length=16)  # `Feedback`: the user's thumbs on a reply (ChatKit)
 
 
 class MessagePublic(SQLModel):
@@ -142,6 +148,7 @@ class MessagePublic(SQLModel):
     content: str
     tool_calls: list[dict[str, Any]] | None
     created_at: datetime
+    feedback: Feedback | None = None
 
 
 class ConversationDetail(ConversationPublic):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -20,7 +20,7 @@ from sqlmodel import Session
 
 from backend import crud, tracing
 from backend.metrics import TOOL_CALLS
-from backend.models import DESCRIPTION_MAX, TITLE_MAX, TaskCreate, TaskUpdate
+from backend.models import DESCRIPTION_MAX, TASK_SNAPSHOT_FIELDS, TITLE_MAX, Task, TaskCreate, TaskUpdate
 
 ToolResult = dict[str, Any] | list[dict[str, Any]]
 
@@ -130,14 +130,22 @@ def update_task(session: Session, user_id: str, args: UpdateTaskArgs) -> ToolRes
     return {"task_id": task.id, "status": "updated", "title": task.title}
 
 
+def task_snapshot(tasks: Sequence[Task]) -> list[dict[str, Any]]:
+    """The task list as a turn's message stores it (`Message.tasks`)."""
+    return [{name: getattr(task, name) for name in TASK_SNAPSHOT_FIELDS} for task in tasks]
+
+
 def task_lines(session: Session, *, user_id: str, limit: int = 50) -> str:
+    return format_task_lines(crud.list_tasks(session, user_id=user_id), limit=limit)
+
+
+def format_task_lines(tasks: Sequence[Task], *, limit: int = 50) -> str:
     """The user's tasks as the prompt's turn context shows them, so "the meeting task" can be resolved to an id.
 
     Ids and titles only: enough to resolve a title, too little to answer "what's pending?" without calling list_tasks
     (a small model otherwise answers from this list instead of the tool). Titles are JSON-quoted: data, never text
     the model could read as part of the prompt.
     """
-    tasks = list(crud.list_tasks(session, user_id=user_id))
     if not tasks:
         return "(the user has no tasks)"
     shown = tasks[-limit:]

@@ -432,8 +432,45 @@ async def test_threads_list_update_and_delete(door: Door) -> None:
     )
     assert gone.status_code == 404
     assert (await door.post(user, get_body(threads[1]))).status_code == 404
+    # Newest activity first: the rename was the latest, then a turn in the oldest other thread moves it up.
     remaining = THREAD_PAGE.validate_python(await door.json(user, list_body()))
-    assert [t.id for t in remaining.data] == [threads[2], threads[0]]
+    assert [t.id for t in remaining.data] == [threads[0], threads[2]]
+    await door.stream(user, add_body(threads[2], "What's pending?"))
+    for limit in (1, 5):
+        seen = []
+        after = None
+        while True:
+            page = THREAD_PAGE.validate_python(await door.json(user, list_body(limit=limit, after=after)))
+            seen.extend(t.id for t in page.data)
+            if not page.has_more:
+                break
+            after = page.after
+        assert seen == [threads[2], threads[0]]
+    ascending = THREAD_PAGE.validate_python(await door.json(user, list_body(order="asc", limit=1)))
+    assert [t.id for t in ascending.data] == [threads[0]] and ascending.has_more
+
+
+async def test_thumbs_on_a_reply_are_kept_and_shown_by_the_conversation_endpoints(door: Door) -> None:
+    user = new_user()
+    model = await door.stream(user, create_body("Add a task to water the plants"))
+    assert model.thread is not None
+    thread = model.thread.id
+    reply = next(item.id for item in await door.items(user, thread) if item.type == "assistant_message")
+    user_item = next(item.id for item in await door.items(user, thread) if item.type == "user_message")
+    body = {
+        "type": "items.feedback",
+        "params": {"thread_id": thread, "item_ids": [reply, user_item], "kind": "negative"},
+    }
+    assert await door.json(user, body) == {}
+    messages = (await contract_conversation(door.harness, user, thread))["messages"]
+    assert [(m["role"], m["feedback"]) for m in messages] == [("user", None), ("assistant", "negative")]
+    body["params"]["kind"] = "positive"
+    assert await door.json(user, body) == {}
+    messages = (await contract_conversation(door.harness, user, thread))["messages"]
+    assert messages[1]["feedback"] == "positive"
+    # Nothing of another user's takes it: their thread is simply not found.
+    assert (await door.post(new_user(), body)).status_code == 404
+    assert (await contract_conversation(door.harness, user, thread))["messages"][1]["feedback"] == "positive"
 
 
 async def test_retry_after_item_runs_the_turn_again_in_place(make_harness: Any, database_url: str) -> None:
@@ -637,7 +674,7 @@ async def test_item_ids_are_unique_across_threads_and_turns(door: Door) -> None:
     assert "__fake_id__" not in ids
 
 
-async def test_a_client_that_hangs_up_mid_turn_leaves_the_reply_stored(
+async def test_stop_or_a_hang_up_mid_turn_leaves_the_whole_turn_stored(
     make_harness: Any, database_url: str, turn_log: TurnLog
 ) -> None:
     hold = ThreadHold()  # the reply waits until the client has hung up
@@ -657,6 +694,8 @@ async def test_a_client_that_hangs_up_mid_turn_leaves_the_reply_stored(
             ) as source:
                 async for sse in source.aiter_sse():
                     event = STREAM_EVENT.validate_json(sse.data)
+                    if isinstance(event, StreamOptionsEvent):
+                        assert event.stream_options.allow_cancel  # ChatKit shows its stop button
                     if isinstance(event, ThreadCreatedEvent):
                         thread = event.thread.id
                     if isinstance(event, ThreadItemUpdatedEvent) and isinstance(event.update, WorkflowTaskUpdated):

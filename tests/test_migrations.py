@@ -184,10 +184,14 @@ def test_upgrading_a_populated_database_from_the_first_revision_keeps_every_row(
     db.upgrade(fresh_engine, chain[0])
     assert current_revision(fresh_engine) == chain[0]
     ids = populate_first_revision(fresh_engine)
-    # One revision at a time, checking the data after each step (a later revision may move or rewrite data).
+    # One revision at a time, checking the rows after each step (a later revision may move or rewrite data): by
+    # plain SQL, since head's models may name columns a middle revision does not have yet.
     for revision in chain[1:]:
         db.upgrade(fresh_engine, revision)
-        assert_rows_intact(fresh_engine, ids)
+        with fresh_engine.connect() as connection:
+            for table, expected in ids.items():
+                found = connection.execute(sa.text(f"SELECT id FROM {table} ORDER BY id")).scalars().all()
+                assert list(found) == sorted(expected), (revision, table)
     db.upgrade(fresh_engine)  # "head": what the app runs at start
     assert current_revision(fresh_engine) == chain[-1]
     assert_rows_intact(fresh_engine, ids)

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 from chatkit.server import ChatKitServer
+from chatkit.store import NotFoundError
 from chatkit.types import (
     AssistantMessageContent,
     AssistantMessageContentPartAdded,
@@ -20,6 +21,7 @@ from chatkit.types import (
     AssistantMessageItem,
     CustomTask,
     ErrorEvent,
+    FeedbackKind,
     StreamOptions,
     ThreadItem,
     ThreadItemAddedEvent,
@@ -38,7 +40,14 @@ from chatkit.types import (
 
 from backend.agent import AgentEvent, AgentFailure, FinalReply, TextDelta, ToolCallFinished, ToolCallStarted
 from backend.chat import ChatService, detached
-from backend.chatkit_door.items import finished_task, running_task, thread_id, workflow_summary
+from backend.chatkit_door.items import (
+    finished_task,
+    parse_item_id,
+    parse_thread_id,
+    running_task,
+    thread_id,
+    workflow_summary,
+)
 from backend.chatkit_door.store import ConversationStore, RequestContext, provisional_id
 from backend.errors import ApiError
 
@@ -129,15 +138,35 @@ class TodoChatKitServer(ChatKitServer[RequestContext]):
         self.chat = chat
 
     def get_stream_options(self, thread: ThreadMetadata, context: RequestContext) -> StreamOptions:
-        # A turn runs to its end once started (its tool calls change real data), so there is no stop button.
-        return StreamOptions(allow_cancel=False)
+        # Stop ends the stream at once. The turn itself runs to its end (its tool calls change real data, and half a
+        # turn would leave calls without a reply) and is stored: the thread shows the whole turn when reloaded.
+        return StreamOptions(allow_cancel=True)
 
     async def handle_stream_cancelled(
         self, thread: ThreadMetadata, pending_items: list[ThreadItem], context: RequestContext
     ) -> None:
-        # The client went away: the turn runs on (detached) and the chat service stores its reply. The SDK's
-        # default would store partial items and a hidden "cancelled" note, which are not part of our history.
+        # The client stopped or went away: the turn runs on (detached) and the chat service stores its reply. The
+        # SDK's default would store partial items and a hidden "cancelled" note, which are not part of our history.
         return None
+
+    async def add_feedback(
+        self, thread_id: str, item_ids: list[str], feedback: FeedbackKind, context: RequestContext
+    ) -> None:
+        """Thumbs up or down on reply items, kept on their messages (the conversation endpoints show it, and
+        `todo-agent eval capture --feedback negative` lists the conversations users disliked)."""
+        conversation_id = parse_thread_id(thread_id)
+        keys = [parse_item_id(item) for item in item_ids]
+        if conversation_id is None or any(key is None for key in keys):
+            raise NotFoundError(f"Thread {thread_id} or one of its items not found")
+        message_ids = sorted({key.message_id for key in keys if key is not None})
+        try:
+            await self.chat.give_feedback(
+                user_id=context.user_id, conversation_id=conversation_id, message_ids=message_ids, feedback=feedback
+            )
+        except ApiError as exc:
+            if exc.status == 404:
+                raise NotFoundError(f"Thread {thread_id} not found") from exc
+            raise
 
     async def respond(
         self, thread: ThreadMetadata, input_user_message: UserMessageItem | None, context: RequestContext

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from chatkit.store import NotFoundError, Store
 from chatkit.types import Attachment, Page, ThreadItem, ThreadMetadata
-from sqlalchemy import Engine
+from sqlalchemy import Engine, tuple_
 from sqlmodel import Session, col, select
 
 from backend import crud, db
@@ -110,14 +110,25 @@ class ConversationStore(Store[RequestContext]):
         limit = max(1, min(limit, MAX_PAGE))
 
         def load(session: Session) -> Page[ThreadMetadata]:
+            # By last activity (a turn's end or a rename moves `updated_at`), the id breaking ties; the cursor is the
+            # last thread of the previous page, read back for its place in that order.
             query = select(Conversation).where(Conversation.user_id == context.user_id)
+            activity, row_id = col(Conversation.updated_at), col(Conversation.id)
             if after is not None:
-                cursor = parse_thread_id(after)
+                cursor_id = parse_thread_id(after)
+                cursor = (
+                    crud.get_conversation(session, user_id=context.user_id, conversation_id=cursor_id)
+                    if cursor_id is not None
+                    else None
+                )
                 if cursor is None:
                     raise NotFoundError(f"Thread {after} not found")
-                query = query.where(col(Conversation.id) < cursor if order == "desc" else col(Conversation.id) > cursor)
-            query = query.order_by(col(Conversation.id).desc() if order == "desc" else col(Conversation.id))
-            rows = session.exec(query.limit(limit + 1)).all()
+                if order == "desc":
+                    query = query.where(tuple_(activity, row_id) < tuple_(cursor.updated_at, cursor.id))
+                else:
+                    query = query.where(tuple_(activity, row_id) > tuple_(cursor.updated_at, cursor.id))
+            ordering = (activity.desc(), row_id.desc()) if order == "desc" else (activity, row_id)
+            rows = session.exec(query.order_by(*ordering).limit(limit + 1)).all()
             data = [self._metadata(row) for row in rows[:limit]]
             has_more = len(rows) > limit
             return Page(data=data, has_more=has_more, after=data[-1].id if data and has_more else None)
