@@ -37,6 +37,7 @@ from rich.progress import (
 )
 
 from evals.cache import CACHE_MODES
+from evals.capture import PERSONAL_DATA_WARNING, CaptureError, capture_case, case_yaml, disliked_conversations
 from evals.compare import Comparison, ExitCode, GateResult, compare, gate, with_reason
 from evals.dataset import (
     DEFAULT_DATASET,
@@ -625,6 +626,57 @@ def baseline_command(
         f"[green]baseline written[/green] to {to}: {result.metrics.get('cases_passing_all_trials')}/"
         f"{result.metrics.get('cases')} cases passing; commit it (and the cache file) deliberately"
     )
+
+
+@app.command("capture")
+def capture_command(
+    user: Annotated[str | None, typer.Option("--user", metavar="USER", help="The conversation's owner.")] = None,
+    conversation: Annotated[
+        int | None, typer.Option("--conversation", metavar="ID", help="The conversation to turn into a case.")
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", metavar="FILE", help="The YAML file to write.")] = None,
+    case_id: Annotated[str | None, typer.Option("--id", metavar="CASE", help="The case id.")] = None,
+    redact: Annotated[bool, typer.Option("--redact", help="Replace every task title by a neutral one.")] = False,
+    feedback: Annotated[
+        str | None,
+        typer.Option("--feedback", metavar="negative", help="List the conversations with a reply users disliked."),
+    ] = None,
+) -> None:
+    """Turn a real conversation (from the backend's database) into an eval case:
+    its starting tasks, the user's turns, the calls made as the expectation to
+    edit, the final task list. --feedback negative lists candidates."""
+    from backend.db import build_engine
+    from backend.settings import get_settings
+
+    engine = build_engine(get_settings())
+    try:
+        if feedback is not None:
+            if feedback != "negative":
+                raise typer.BadParameter("--feedback takes 'negative'")
+            found = disliked_conversations(engine, user)
+            for owner, conversation_id, reply in found:
+                typer.echo(f"{owner}  conversation {conversation_id}: {reply[:80]!r}")
+            if not found:
+                typer.echo("no conversation has a reply users disliked")
+            return
+        if user is None or conversation is None or out is None:
+            raise typer.BadParameter("capture needs --user, --conversation and --out (or --feedback negative)")
+        try:
+            case = capture_case(engine, user_id=user, conversation_id=conversation,
+                                case_id=case_id or f"captured-{conversation}", redact=redact)  # fmt: skip
+        except CaptureError as exc:
+            console.print(f"[red]{escape(str(exc))}[/red]")
+            raise typer.Exit(ExitCode.DATASET_INVALID) from exc
+        except ValueError as exc:
+            console.print(f"[red]the captured case does not validate: {escape(str(exc))}[/red]")
+            raise typer.Exit(ExitCode.DATASET_INVALID) from exc
+    finally:
+        engine.dispose()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(case_yaml(case), encoding="utf-8")
+    if not redact:
+        console.print(f"[yellow]{PERSONAL_DATA_WARNING}[/yellow]")
+    typer.echo(f"wrote case {case.id} to {out}: fix the expectation where the agent was wrong, then `eval check`")
 
 
 @app.command("runs")

@@ -93,7 +93,7 @@ async def test_conversations_list_read_delete(harness: Harness) -> None:
 
     detail = (await harness.client.get(f"/api/{user}/conversations/{first}", headers=auth)).json()
     assert detail["id"] == first and len(detail["messages"]) == 2
-    assert set(detail["messages"][0]) == {"id", "role", "content", "tool_calls", "created_at"}
+    assert set(detail["messages"][0]) == {"id", "role", "content", "tool_calls", "created_at", "feedback"}
 
     theirs = await harness.client.get(f"/api/{other}/conversations/{first}", headers=harness.auth(other))
     missing = await harness.client.get(f"/api/{other}/conversations/99999999", headers=harness.auth(other))
