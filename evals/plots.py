@@ -125,6 +125,17 @@ def dashboard(runs: Mapping[str, RunResult]) -> Figure:
     return fig
 
 
+def tag_figure(runs: Mapping[str, RunResult], *, empty: str, width: float = 9, height: float = 3.6) -> Figure:
+    """The per-tag pass rates of `runs` in a figure of their own, or `empty` said in it when there are none."""
+    fig, axes = figure(width=width, height=height)
+    if not runs:
+        axes.text(0.5, 0.5, empty, ha="center", va="center")
+        axes.set_axis_off()
+        return fig
+    tag_bars(runs, axes)
+    return fig
+
+
 def figure(*, width: float = 10, height: float = 5) -> tuple[Figure, Axes]:
     """One empty axes, for a notebook cell that draws a single plot."""
     fig = Figure(figsize=(width, height), layout="constrained")

@@ -120,8 +120,9 @@ def check_case(case: Case) -> CaseCheck:
             other_tasks_before=_tasks(engine, OTHER_USER),
         )
         tools = ToolRunContext(user_id=USER, engine=engine)
+        before = transcript.tasks_before
         for index, turn in enumerate(case.turns):
-            ctx = MatchContext(ids, MISSING_ID, tuple(_tasks(engine, USER)))
+            ctx = MatchContext(ids, MISSING_ID, tuple(before))
             where = f"turn {index + 1}"
             record = TurnRecord(index=index, user=render_user_text(turn.user, {**ids, MISSING_REF: MISSING_ID}))
             for number, call in enumerate(turn.calls, start=1):
@@ -146,7 +147,7 @@ def check_case(case: Case) -> CaseCheck:
             elif turn.reply is not None and turn.reply.example is not None and check_reply(turn.reply, reply):
                 result.problems.append(f"{where}: the reply example {reply!r} fails its own checks")
             record.status, record.response = 200, reply or ""
-            record.tasks_after = _tasks(engine, USER)
+            record.tasks_after = before = _tasks(engine, USER)
             record.other_tasks_after = _tasks(engine, OTHER_USER) if case.other_user_tasks else None
             transcript.turns.append(record)
         result.score = score_trial(case, transcript)

@@ -24,6 +24,7 @@ import playground.run_handlers as run_handlers
 from backend.errors import ApiError
 from backend.prompts import load_prompt
 from evals.dataset import Case
+from evals.matrix import case_matrix
 from evals.runner import TrialOutcome
 from playground.context import PlaygroundContext
 from playground.session import MODEL_KINDS, ModelChoice, PlaygroundSession
@@ -106,6 +107,14 @@ def guarded(fn: F) -> F:
             raise _unexpected(fn, exc) from None
 
     return cast(F, plain)
+
+
+def picked_case(table: pd.DataFrame, event: gr.SelectData) -> Any:
+    """A click on a table row whose first column is a case id picks that case."""
+    index = event.index[0] if isinstance(event.index, list | tuple) else event.index
+    if table is None or not isinstance(index, int) or index >= len(table):
+        return gr.skip()
+    return gr.update(value=str(table.iloc[index, 0]))
 
 
 def build_blocks(ctx: PlaygroundContext) -> gr.Blocks:
@@ -502,14 +511,7 @@ def build_blocks(ctx: PlaygroundContext) -> gr.Blocks:
 
         case_pick.change(on_case, [case_pick, state], [case_detail], api_name="case_detail")
 
-        @guarded
-        def on_row(table: pd.DataFrame, event: gr.SelectData) -> Any:
-            index = event.index[0] if isinstance(event.index, list | tuple) else event.index
-            if table is None or not isinstance(index, int) or index >= len(table):
-                return gr.skip()
-            return gr.update(value=str(table.iloc[index, 0]))
-
-        results.select(on_row, [results], [case_pick], api_visibility="private")
+        results.select(guarded(picked_case), [results], [case_pick], api_visibility="private")
 
         @guarded
         def on_promote(session: PlaygroundSession) -> tuple[Any, ...]:
@@ -542,12 +544,12 @@ def build_blocks(ctx: PlaygroundContext) -> gr.Blocks:
                 runs = run_handlers.side_by_side(ctx, list(chosen or []))
             except ValueError as exc:
                 raise user_error(str(exc)) from exc
-            cases = list(run_handlers.matrix_frame(runs)["case"]) if runs else []
+            table = case_matrix(runs)
             return (
                 run_handlers.matrix_summary(runs),
-                run_handlers.matrix_frame(runs),
+                table,
                 run_handlers.matrix_figure(runs),
-                gr.update(choices=cases, value=None),
+                gr.update(choices=list(table["case"]), value=None),
                 gr.update(choices=list(chosen or []), value=chosen[-1] if chosen else None),
             )
 
@@ -564,14 +566,7 @@ def build_blocks(ctx: PlaygroundContext) -> gr.Blocks:
         cell_case.change(on_cell, [run_pick, cell_case, cell_run], [cell_detail], api_name="cell_detail")
         cell_run.change(on_cell, [run_pick, cell_case, cell_run], [cell_detail], api_visibility="private")
 
-        @guarded
-        def on_matrix_row(table: pd.DataFrame, event: gr.SelectData) -> Any:
-            index = event.index[0] if isinstance(event.index, list | tuple) else event.index
-            if table is None or not isinstance(index, int) or index >= len(table):
-                return gr.skip()
-            return gr.update(value=str(table.iloc[index, 0]))
-
-        matrix_table.select(on_matrix_row, [matrix_table], [cell_case], api_visibility="private")
+        matrix_table.select(guarded(picked_case), [matrix_table], [cell_case], api_visibility="private")
 
         @guarded
         def on_open(chosen: list[str] | None, view_label: str, session: PlaygroundSession) -> tuple[Any, ...]:

@@ -24,7 +24,7 @@ from evals.analysis import tag_comparison
 from evals.compare import CaseComparison, compare
 from evals.dataset import Case, DatasetError, ExpectedTask, TaskListExpectation, load_dataset
 from evals.matchers import describe
-from evals.plots import figure, tag_bars
+from evals.plots import tag_figure
 from evals.reports.markdown import call_text
 from evals.results import RunResult, TrialResult
 from evals.runner import TrialOutcome
@@ -215,14 +215,7 @@ def pass_rates(session: PlaygroundSession) -> pd.DataFrame:
 
 def pass_rate_figure(session: PlaygroundSession) -> Figure:
     """The per-tag chart (`evals.plots`: a Figure of its own, no pyplot state in a long-running server)."""
-    runs = compared_runs(session)
-    fig, axes = figure(width=9, height=3.6)
-    if not runs:
-        axes.text(0.5, 0.5, "run the evals to see pass rates", ha="center", va="center")
-        axes.set_axis_off()
-        return fig
-    tag_bars(runs, axes)
-    return fig
+    return tag_figure(compared_runs(session), empty="run the evals to see pass rates")
 
 
 # ---------------------------------------------------------------- one case, side by side

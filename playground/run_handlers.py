@@ -12,8 +12,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from evals.compare import compare
-from evals.matrix import case_matrix, changes
-from evals.plots import figure, tag_bars
+from evals.matrix import changes
+from evals.plots import tag_figure
 from evals.results import RunResult
 from evals.runner import TrialOutcome
 from evals.runs import UnknownRun
@@ -93,18 +93,8 @@ def matrix_summary(runs: dict[str, RunResult]) -> str:
     return "\n".join(lines)
 
 
-def matrix_frame(runs: dict[str, RunResult]) -> pd.DataFrame:
-    return case_matrix(runs)
-
-
 def matrix_figure(runs: dict[str, RunResult]) -> Figure:
-    fig, axes = figure(width=9, height=4)
-    if not runs:
-        axes.text(0.5, 0.5, "pick runs to compare", ha="center", va="center")
-        axes.set_axis_off()
-        return fig
-    tag_bars(runs, axes)
-    return fig
+    return tag_figure(runs, empty="pick runs to compare", height=4)
 
 
 def cell_detail_html(ctx: PlaygroundContext, chosen: list[str], case_id: str | None, run_id: str | None) -> str:

@@ -23,6 +23,7 @@ from backend.agent import AgentFailure, FinalReply, TextDelta, ToolCallFinished,
 from backend.llm.provider import build_model
 from backend.settings import DEFAULT_PROMPT_FILE
 from evals.dataset import DEFAULT_DATASET, load_dataset
+from evals.matrix import case_matrix
 from evals.reference_agent import reference_responder
 from evals.results import RunResult
 from evals.runner import TrialOutcome
@@ -502,7 +503,7 @@ async def test_two_prompt_drafts_side_by_side_per_case_per_tag_and_any_cell(
     assert session.candidate.info.prompt_text is not None and "Be brief" in session.candidate.info.prompt_text
 
     runs = run_handlers.side_by_side(pg.ctx, [first, second])
-    frame = run_handlers.matrix_frame(runs)
+    frame = case_matrix(runs)
     assert list(frame.columns)[2:] == list(runs)
     assert sorted(frame["case"]) == sorted(c.id for c in load_dataset(pg.ctx.dataset).cases)
     assert "Reference" in run_handlers.matrix_summary(runs)
