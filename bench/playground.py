@@ -2,9 +2,11 @@
 
 1. time from clicking send to the first tool-call message in the chat (gradio_client submits to the same `/chat`
    event the Send button triggers and watches the streamed chat for the first tool-call message);
-2. time to run the `smoke` tag from the eval tab (`/run_evals`, the Run button's event).
+2. time from clicking Run on the eval tab (`/run_evals`, the Run button's event) to the results table's last row,
+   for the cases of the tags given (default `smoke`; `--tags update` is a 10-case run), with the progress panel's
+   last live line.
 
-    python bench/playground.py [--turns 5] [--no-evals]
+    python bench/playground.py [--turns 5] [--tags smoke] [--no-evals]
 
 The playground is launched standalone (`playground.launch`, what `todo-agent playground` runs) on a free loopback
 port with a throwaway SQLite database; the local model server is reused when one is up, started otherwise
@@ -70,10 +72,39 @@ def send_to_first_tool_call(client: Client, message: str) -> tuple[float | None,
     return first, total, tools
 
 
+def click_to_last_row(client: Client, tags: list[str]) -> None:
+    """Print the seconds from clicking Run to the streamed update that fills the results table, the first live
+    progress update, and the last progress line shown before the table arrived."""
+    started = time.perf_counter()
+    first_progress: float | None = None
+    last_progress = ""
+    job = client.submit(tags, "All cases", api_name="/run_evals")
+    for output in job:
+        progress = output[0]
+        if first_progress is None and progress:
+            first_progress = time.perf_counter() - started
+        if isinstance(progress, str) and progress and not _filled(output):
+            last_progress = progress
+    outputs: Any = job.result()
+    seconds = time.perf_counter() - started
+    rows = len(outputs[2]["data"]) if _filled(outputs) else 0
+    first = f"{first_progress:.1f} s" if first_progress is not None else "never"
+    print(f"eval tab, tags {tags}: click → last row {seconds:.1f} s for {rows} cases (first progress {first})")
+    print(f"  last live progress: {' '.join(last_progress.split())[:300]}")
+    print(f"  summary: {' '.join(str(outputs[1]).split())[:300]}")
+
+
+def _filled(output: Any) -> bool:
+    """Whether a streamed update carries the results table (the live updates leave it unchanged)."""
+    table = output[2] if len(output) > 2 else None
+    return isinstance(table, dict) and bool(table.get("data"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--turns", type=int, default=5, help="chat turns to time (each in a new conversation)")
-    parser.add_argument("--no-evals", action="store_true", help="skip the smoke-tag eval run")
+    parser.add_argument("--tags", default="smoke", help="comma-separated tags the eval run selects")
+    parser.add_argument("--no-evals", action="store_true", help="skip the eval run")
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="playground-bench-"))
@@ -104,11 +135,7 @@ def main() -> None:
                 f"whole turn median {statistics.median(totals):.2f} s"
             )
         if not args.no_evals:
-            started = time.perf_counter()
-            result: Any = client.predict(["smoke"], "All cases", api_name="/run_evals")
-            seconds = time.perf_counter() - started
-            summary, table = result[0], result[1]
-            print(f"eval tab, smoke tag ({len(table['data'])} cases, local model): {seconds:.1f} s — {summary}")
+            click_to_last_row(client, [t.strip() for t in args.tags.split(",") if t.strip()])
     finally:
         blocks.close()
 

@@ -1,5 +1,6 @@
 """Regenerate the README's screenshots (docs/playground-*.png): the playground on the scripted model, driven by
-headless Chromium over the DevTools protocol (a chat turn, a prompt edit, a smoke eval run).
+headless Chromium over the DevTools protocol (a chat turn, a prompt edit, a smoke eval run in progress and done, the
+saved runs side by side). `make screenshots` runs it (Debian's chromium, installed with apt when missing).
 
     python docs/screenshots.py [--out docs]
 
@@ -17,6 +18,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,7 @@ from backend.main import create_app
 from backend.settings import Settings
 from evals.reference_agent import reference_responder
 from evals.scripted_model import Reply, asgi_http_client, create_scripted_app, last_user_text
+from evals.runs import RunStore
 from evals.suite import EvalConfig, run_evals
 from playground.context import PlaygroundContext
 from playground.door import launch
@@ -75,7 +78,8 @@ class Page:
 
     async def click(self, element_expression: str) -> None:
         """A real mouse click in the middle of the element (some widgets ignore synthetic click events)."""
-        box = await self.js(f"(() => {{ const r = ({element_expression}).getBoundingClientRect(); "
+        box = await self.js(f"(() => {{ const e = ({element_expression}); e.scrollIntoView({{block: 'center'}}); "
+                            "const r = e.getBoundingClientRect(); "
                             "return [r.x + r.width / 2, r.y + r.height / 2]; })()")  # fmt: skip
         for kind in ("mousePressed", "mouseReleased"):
             await self.call("Input.dispatchMouseEvent", type=kind, x=box[0], y=box[1], button="left", clickCount=1)
@@ -119,6 +123,7 @@ async def _drive(url: str, out: Path, debug_port: int) -> None:
         )
         await page.call("Page.navigate", url=url)
         await page.wait_for("!!document.querySelector('#chat-input textarea')")
+        await page.wait_for("document.body.innerText.includes('acting as')")  # the page's load event has run
         for message in ("Add a task to buy groceries", "Add a task to call mom", "Mark task 1 as complete",
                         "Delete task 7"):  # fmt: skip
             count = await page.js("document.querySelectorAll('#chatbot .message-row, #chatbot .message').length")
@@ -146,13 +151,35 @@ async def _drive(url: str, out: Path, debug_port: int) -> None:
         await page.js(
             "[...document.querySelectorAll('button')].find(b => b.innerText.startsWith('Run evals')).click(), true"
         )
-        await page.wait_for("document.querySelectorAll('#eval-results [role=gridcell]').length >= 70", timeout=120)
+        # Mid-run: the model answers slowly (see `_slowed`), so the panel shows counts, the cases running, an ETA.
+        await page.wait_for("/left · running/.test(document.querySelector('#eval-progress').innerText)", timeout=60)
+        await page.screenshot(out / "playground-progress.png", 560)
+        await page.wait_for("/· done/.test(document.querySelector('#eval-progress').innerText)", timeout=180)
+        await page.wait_for("document.querySelectorAll('#eval-results [role=gridcell]').length > 0", timeout=30)
         await asyncio.sleep(1.0)
         await page.click("""[...document.querySelectorAll('#eval-results [role=gridcell]')]
             .find(c => c.innerText.trim() === 'ref-add-groceries')""")
         await page.wait_for("!document.body.innerText.includes('Pick a case in the table.')", timeout=20)
         await asyncio.sleep(2.5)
         await page.screenshot(out / "playground-evals.png", 1900)
+
+        # The Runs tab: both saved runs, then side by side (the first picked is the reference).
+        await page.js("document.querySelector('#tab-runs-button').click(), true")
+        await page.wait_for("document.querySelectorAll('#runs-list [role=gridcell]').length >= 2", timeout=30)
+        for label in ("fumbled", "system_v2"):
+            await page.click("document.querySelector('#run-pick input')")
+            await page.wait_for("document.querySelectorAll('ul[role=listbox] li').length > 0")
+            await page.click(
+                f"[...document.querySelectorAll('ul[role=listbox] li')].find(li => li.innerText.includes({label!r}))"
+            )
+            await asyncio.sleep(1.0)
+        await page.wait_for("document.querySelectorAll('#runs-matrix [role=gridcell]').length >= 10", timeout=30)
+        await page.click("document.querySelector('#runs-list')")  # close the dropdown
+        await page.click("""[...document.querySelectorAll('#runs-matrix [role=gridcell]')]
+            .find(c => c.innerText.trim() === 'ref-add-groceries')""")
+        await page.wait_for("!document.body.innerText.includes('Pick a case and a run.')", timeout=20)
+        await asyncio.sleep(2.0)
+        await page.screenshot(out / "playground-runs.png", 2100)
 
 
 async def _baseline_with_a_failure(settings: Settings, path: Path) -> None:
@@ -166,7 +193,14 @@ async def _baseline_with_a_failure(settings: Settings, path: Path) -> None:
         return reference_responder(request)
 
     config = EvalConfig(tags=["smoke"], settings=settings, responder=responder, deepeval=False)
-    (await run_evals(config)).save(path)
+    result = await run_evals(config, label="fumbled")
+    result.save(path)
+    RunStore.default(settings).save(result)  # also a saved run, for the Runs tab
+
+
+def _slowed(request: dict[str, Any]) -> Reply:
+    """The reference agent at a hosted model's pace: the progress panel has time to show a run in flight."""
+    return replace(reference_responder(request), delay=1.5)
 
 
 def main() -> None:
@@ -187,7 +221,7 @@ def main() -> None:
     db.upgrade(app.state.engine)
     baseline = root / "baseline.json"
     asyncio.run(_baseline_with_a_failure(settings, baseline))
-    context = PlaygroundContext(settings, app.state.chat, baseline=baseline)
+    context = PlaygroundContext(settings, app.state.chat, baseline=baseline, eval_responder=_slowed)
     blocks = launch(settings, port=_free_port(), block=False, context=context)
     debug_port = _free_port()
     browser = subprocess.Popen(

@@ -17,6 +17,7 @@ from typing import Any, TypeVar, cast
 import gradio as gr
 import pandas as pd
 
+import playground.capture_handlers as capture_handlers
 import playground.chat_handlers as chat_handlers  # the module, not via the package (its door builds this app)
 import playground.eval_handlers as eval_handlers
 import playground.prompt_handlers as prompt_handlers
@@ -152,6 +153,33 @@ def build_blocks(ctx: PlaygroundContext) -> gr.Blocks:
                             scale=3,
                             allow_custom_value=True,  # checked by the handler (Gradio's own check prints the value)
                         )
+                    with gr.Accordion("Save this conversation as an eval case", open=False, elem_id="capture"):
+                        gr.Markdown(capture_handlers.PERSONAL_DATA_WARNING.replace("--redact", "*redact*"))
+                        with gr.Row():
+                            disliked = gr.Dropdown(
+                                label="Conversations users disliked (thumbs down)",
+                                choices=[],
+                                value=None,
+                                interactive=True,
+                                scale=4,
+                                allow_custom_value=True,  # checked by the handler
+                            )
+                            disliked_button = gr.Button("Refresh", size="sm", scale=1)
+                        with gr.Row():
+                            case_name = gr.Textbox(label="Case id", placeholder="captured-groceries", scale=3)
+                            redact = gr.Checkbox(label="Redact task titles", value=False, scale=1)
+                            capture_button = gr.Button("Capture this conversation", scale=2)
+                        case_editor = gr.Code(
+                            value="",
+                            language="yaml",
+                            label="The case (fix the expected calls where the agent was wrong)",
+                            lines=12,
+                            interactive=True,
+                            wrap_lines=True,
+                            elem_id="case-editor",
+                        )
+                        save_case_button = gr.Button("Save as eval case and replay it", variant="primary")
+                        case_note = gr.Markdown()
                 with gr.Column(scale=2):
                     user_box = gr.Textbox(
                         label="Acting as user" + ("" if development else " (your login)"),
@@ -197,6 +225,7 @@ def build_blocks(ctx: PlaygroundContext) -> gr.Blocks:
                     label="System prompt (used by the chat and the evals as you type)",
                     lines=16,
                     interactive=True,
+                    wrap_lines=True,
                     elem_id="prompt-editor",
                 )
                 with gr.Row():
@@ -246,7 +275,9 @@ def build_blocks(ctx: PlaygroundContext) -> gr.Blocks:
                     elem_id="runs-list",
                 )
                 with gr.Row():
-                    run_pick = gr.Dropdown(label="Runs", choices=[], value=[], multiselect=True, scale=4)
+                    run_pick = gr.Dropdown(
+                        label="Runs", choices=[], value=[], multiselect=True, scale=4, elem_id="run-pick"
+                    )
                     refresh_button = gr.Button("Refresh", scale=1)
                     open_button = gr.Button("Open the first in the Evals tab", scale=1)
                     delete_button = gr.Button("Delete the picked runs", variant="stop", scale=1)
@@ -272,13 +303,16 @@ def build_blocks(ctx: PlaygroundContext) -> gr.Blocks:
                 choices=choices, value=session.conversation_id
             )
 
+        def header_text(session: PlaygroundSession) -> str:
+            who = f"acting as **{session.user_id}**" + (" (development: any user)" if development else "")
+            return f"## todo-agent playground\n{who} · prompt `{session.prompt_name or 'unsaved edit'}`"
+
         @guarded
         def on_load(session: PlaygroundSession, request: gr.Request) -> tuple[Any, ...]:
             _ensure_user(ctx, session, request)
             tab = request.query_params.get("tab") if request is not None else None  # deep links: ?tab=evals
             table, choices = refreshed(session)
-            who = f"acting as **{session.user_id}**" + (" (development: any user)" if development else "")
-            text = f"## todo-agent playground\n{who} · prompt `{session.prompt_name}`"
+            text = header_text(session)
             selected = gr.Tabs(selected=tab) if tab in TAB_IDS else gr.skip()
             return (session, session.user_id, table, choices, text, selected,
                     prompt_handlers.status_line(ctx, session), prompt_handlers.diff_html(ctx, session.prompt_text))  # fmt: skip
@@ -296,17 +330,14 @@ def build_blocks(ctx: PlaygroundContext) -> gr.Blocks:
             session.user_id = user
             _ensure_user(ctx, session, request)
             if session.user_id == previous:  # a blur without a change keeps the conversation
-                return session, gr.skip(), gr.skip(), gr.skip(), gr.skip()
+                return session, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
             chat_handlers.new_conversation(session)
             table, choices = refreshed(session)
-            return session, session.messages, table, choices, {}
+            return session, session.messages, table, choices, {}, header_text(session)
 
-        user_box.submit(
-            on_user, [user_box, state], [state, chatbot, tasks, conversations, raw_json], api_visibility="private"
-        )
-        user_box.blur(
-            on_user, [user_box, state], [state, chatbot, tasks, conversations, raw_json], api_visibility="private"
-        )
+        user_outputs = [state, chatbot, tasks, conversations, raw_json, header]
+        user_box.submit(on_user, [user_box, state], user_outputs, api_visibility="private")
+        user_box.blur(on_user, [user_box, state], user_outputs, api_visibility="private")
 
         @guarded
         async def on_send(text: str, session: PlaygroundSession, request: gr.Request) -> AsyncIterator[tuple[Any, ...]]:
@@ -364,6 +395,60 @@ def build_blocks(ctx: PlaygroundContext) -> gr.Blocks:
 
         conversations.input(on_resume, [conversations, state], chat_outputs, api_name="resume")
 
+        # ------------------------------------------------------------ handlers: a conversation becomes a case
+        @guarded
+        def on_disliked(session: PlaygroundSession, request: gr.Request) -> tuple[Any, ...]:
+            _ensure_user(ctx, session, request)
+            choices = capture_handlers.disliked_choices(ctx, session)
+            return session, gr.update(choices=choices, value=None)
+
+        disliked_button.click(on_disliked, [state], [state, disliked], api_name="disliked")
+
+        @guarded
+        def on_open_disliked(value: str, session: PlaygroundSession, request: gr.Request) -> tuple[Any, ...]:
+            """Open a disliked conversation in the chat; in development as its owner, elsewhere only one's own."""
+            try:
+                owner, conversation_id = capture_handlers.parse_choice(value)
+            except ValueError as exc:
+                raise user_error(str(exc)) from exc
+            if development and owner != session.user_id:
+                session.user_id = owner
+                chat_handlers.new_conversation(session)
+            _ensure_user(ctx, session, request)
+            try:
+                chat_handlers.resume(ctx, session, conversation_id)
+            except ApiError as exc:
+                raise user_error(exc.message) from exc
+            table, choices = refreshed(session)
+            return session.messages, gr.skip(), session, table, {}, choices, session.user_id, header_text(session)
+
+        disliked.input(on_open_disliked, [disliked, state], [*chat_outputs, user_box, header], api_name="open_disliked")
+
+        @guarded
+        def on_capture(case_id: str, hide: bool, session: PlaygroundSession, request: gr.Request) -> tuple[Any, ...]:
+            _ensure_user(ctx, session, request)
+            try:
+                text = capture_handlers.capture(ctx, session, case_id, redact=hide)
+            except ValueError as exc:  # CaptureError too: not found, no user message, stored before snapshots
+                raise user_error(str(exc)) from exc
+            note = "Captured: edit the expectation, then save." + ("" if hide else " Check it for personal data.")
+            return text, note
+
+        capture_button.click(on_capture, [case_name, redact, state], [case_editor, case_note], api_name="capture_case")
+
+        @guarded
+        async def on_save_case(text: str, session: PlaygroundSession, request: gr.Request) -> str:
+            _ensure_user(ctx, session, request)
+            try:
+                path, result = await capture_handlers.save_and_replay(ctx, session, text)
+            except ValueError as exc:  # DatasetError: the YAML or the case does not validate, or no agent could pass
+                raise user_error(str(exc)) from exc
+            return capture_handlers.replay_markdown(path, result)
+
+        save_case_button.click(
+            on_save_case, [case_editor, state], [case_note], api_name="save_case", concurrency_limit=2
+        )
+
         @guarded
         def on_model(
             kind_label: str, url: str, name: str, key: str, temp: float, session: PlaygroundSession
@@ -380,8 +465,10 @@ def build_blocks(ctx: PlaygroundContext) -> gr.Blocks:
             control.change(on_model, model_inputs, model_outputs, api_visibility="private")
 
         # ------------------------------------------------------------ handlers: prompt
-        def prompt_views(session: PlaygroundSession) -> tuple[str, str]:
-            return prompt_handlers.status_line(ctx, session), prompt_handlers.diff_html(ctx, session.prompt_text)
+        def prompt_views(session: PlaygroundSession) -> tuple[str, str, str]:
+            """The status line, the diff and the page header: all three name the prompt in use."""
+            status = prompt_handlers.status_line(ctx, session)
+            return status, prompt_handlers.diff_html(ctx, session.prompt_text), header_text(session)
 
         @guarded
         def on_load_prompt(name: str, session: PlaygroundSession) -> tuple[Any, ...]:
@@ -392,7 +479,7 @@ def build_blocks(ctx: PlaygroundContext) -> gr.Blocks:
             return (session, session.prompt_text, *prompt_views(session))
 
         load_button.click(
-            on_load_prompt, [versions, state], [state, editor, prompt_status, diff], api_name="load_prompt"
+            on_load_prompt, [versions, state], [state, editor, prompt_status, diff, header], api_name="load_prompt"
         )
 
         @guarded
@@ -400,7 +487,7 @@ def build_blocks(ctx: PlaygroundContext) -> gr.Blocks:
             prompt_handlers.edit(ctx, session, text)
             return (session, *prompt_views(session))
 
-        editor.change(on_edit, [editor, state], [state, prompt_status, diff], api_name="edit_prompt")
+        editor.change(on_edit, [editor, state], [state, prompt_status, diff, header], api_name="edit_prompt")
 
         @guarded
         def on_save(name: str, text: str, session: PlaygroundSession) -> tuple[Any, ...]:
@@ -415,7 +502,7 @@ def build_blocks(ctx: PlaygroundContext) -> gr.Blocks:
         save_button.click(
             on_save,
             [version_name, editor, state],
-            [state, versions, version_name, prompt_status, diff],
+            [state, versions, version_name, prompt_status, diff, header],
             api_name="save_prompt",
         )
 
@@ -525,9 +612,9 @@ def build_blocks(ctx: PlaygroundContext) -> gr.Blocks:
 
         # ------------------------------------------------------------ handlers: saved runs
         def runs_views(chosen: list[str] | None = None) -> tuple[Any, ...]:
-            ids = run_handlers.run_ids(ctx)
-            kept = [run_id for run_id in chosen or [] if run_id in ids]
-            return run_handlers.runs_frame(ctx), gr.update(choices=ids, value=kept)
+            choices = run_handlers.run_choices(ctx)
+            kept = [run_id for run_id in chosen or [] if run_id in {value for _, value in choices}]
+            return run_handlers.runs_frame(ctx), gr.update(choices=choices, value=kept)
 
         @guarded
         def on_refresh_runs(chosen: list[str] | None) -> tuple[Any, ...]:

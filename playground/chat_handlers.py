@@ -170,7 +170,7 @@ async def _stream_turn(
         "conversation_id": session.conversation_id,
         "message": message,
         "model": session.model.describe(),
-        "temperature": session.model.temperature,
+        "temperature": ctx.settings.temperature if session.model.temperature is None else session.model.temperature,
         "prompt_name": session.prompt_name or "(edited)",
         "prompt_version": prompt_version(instructions),
     }

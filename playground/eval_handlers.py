@@ -241,12 +241,13 @@ def _expected_tasks(expectation: TaskListExpectation | None) -> Any:
     return [_expected_task(e) for e in expectation]
 
 
-def _expected_task(task: ExpectedTask) -> dict[str, Any]:
-    return {
-        key: describe(value) if key in ("title", "description") else value
-        for key, value in task.model_dump().items()
-        if key in task.model_fields_set
-    }
+def _expected_task(task: ExpectedTask) -> str:
+    """One expected task as a person writes it: `title one of 'Buy milk', 'Milk' · completed True`."""
+    parts = []
+    for key in sorted(task.model_fields_set, key=list(type(task).model_fields).index):
+        value = getattr(task, key)  # the matcher itself: a dump would show every unset field of it
+        parts.append(f"{key} {describe(value) if key in ('title', 'description') else value!r}")
+    return " · ".join(parts)
 
 
 def _task_lines(tasks: list[dict[str, Any]] | None) -> Any:

@@ -66,12 +66,13 @@ def saved_file_for(ctx: PlaygroundContext, text: str) -> Path | None:
 def diff_text(ctx: PlaygroundContext, text: str) -> str:
     baseline = load_prompt(ctx.baseline_prompt_file)
     lines = difflib.unified_diff(
-        baseline.splitlines(keepends=True),
-        text.splitlines(keepends=True),
+        baseline.splitlines(),  # by content: a last line that only lost its newline in the editor is untouched
+        text.splitlines(),
         fromfile=f"baseline: {ctx.baseline_prompt_file.name} ({prompt_version(baseline)})",
         tofile=f"edited ({prompt_version(text)})",
+        lineterm="",
     )
-    return "".join(lines)
+    return "\n".join(lines)
 
 
 def diff_html(ctx: PlaygroundContext, text: str) -> str:

@@ -16,9 +16,11 @@ from typing import Any
 import gradio as gr
 import httpx
 import pytest
+import yaml
 from gradio_client import Client
+from sqlmodel import Session
 
-from backend import db
+from backend import crud, db
 from backend.agent import AgentFailure, FinalReply, TextDelta, ToolCallFinished, ToolCallRecord, ToolCallStarted
 from backend.llm.provider import build_model
 from backend.settings import DEFAULT_PROMPT_FILE
@@ -28,7 +30,7 @@ from evals.reference_agent import reference_responder
 from evals.results import RunResult
 from evals.runner import TrialOutcome
 from evals.scripted_model import Reply, asgi_http_client, create_scripted_app, last_user_text, script
-from playground import chat_handlers, eval_handlers, prompt_handlers, run_handlers
+from playground import capture_handlers, chat_handlers, eval_handlers, prompt_handlers, run_handlers
 from playground.app import initial_session
 from playground.context import PlaygroundContext
 from playground.door import launch, playground_auth
@@ -257,6 +259,68 @@ def test_prompt_load_edit_save_and_diff(pg: Playground) -> None:
     assert session.prompt_text == DEFAULT_PROMPT_FILE.read_text() and session.prompt_name == "system_v2"
 
 
+def test_the_diff_leaves_an_untouched_last_line_alone(pg: Playground) -> None:
+    """A prompt file without a final newline, a line appended in the editor: only the new line is a change."""
+    baseline = pg.ctx.baseline_prompt_file
+    baseline.write_text(baseline.read_text().rstrip("\n"), encoding="utf-8")
+    last = baseline.read_text().splitlines()[-1]
+    diff = prompt_handlers.diff_text(pg.ctx, baseline.read_text() + "\n- Answer in one sentence.\n")
+    changed = [line for line in diff.splitlines() if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+    assert changed == ["+- Answer in one sentence."], diff
+    assert f" {last}" in diff.splitlines()
+
+
+async def test_the_raw_request_shows_the_temperature_in_use(pg: Playground) -> None:
+    session = pg.session()
+    await turn(pg, session, "Add a task to buy milk")
+    assert session.last_turn["request"]["temperature"] == pg.ctx.settings.temperature  # not null: the slider's 0
+    assert pg.harness.model_requests[0]["temperature"] == pg.ctx.settings.temperature
+
+
+def test_the_prompt_and_case_editors_wrap_long_lines(pg: Playground) -> None:
+    from playground.app import build_blocks
+
+    blocks = build_blocks(pg.ctx)
+    editors = {b.elem_id: b for b in blocks.blocks.values() if isinstance(b, gr.Code)}
+    assert editors["prompt-editor"].wrap_lines and editors["case-editor"].wrap_lines
+
+
+# ---------------------------------------------------------------- a conversation becomes a case
+
+
+async def test_disliked_conversations_are_listed_per_user_outside_development(pg: Playground) -> None:
+    session = pg.session("alice")
+    await turn(pg, session, "Add a task to buy milk")
+    assert session.conversation_id is not None
+    with Session(pg.ctx.engine) as s:
+        reply = next(m for m in crud.list_messages(s, conversation_id=session.conversation_id) if m.role == "assistant")
+    assert reply.id is not None
+    await pg.ctx.chat.give_feedback(
+        user_id="alice", conversation_id=session.conversation_id, message_ids=[reply.id], feedback="negative"
+    )
+    assert [value for _, value in capture_handlers.disliked_choices(pg.ctx, pg.session("bob"))] == [
+        f"alice:{session.conversation_id}"
+    ]  # development: every user's
+    pg.ctx.settings = pg.ctx.settings.model_copy(update={"environment": "production"})
+    assert capture_handlers.disliked_choices(pg.ctx, pg.session("bob")) == []  # elsewhere: only one's own
+    assert len(capture_handlers.disliked_choices(pg.ctx, pg.session("alice"))) == 1
+
+
+async def test_a_case_that_no_agent_could_pass_is_refused_and_nothing_is_saved(pg: Playground) -> None:
+    session = pg.session()
+    await turn(pg, session, "Add a task to buy milk")
+    text = capture_handlers.capture(pg.ctx, session, "captured-milk", redact=False)
+    impossible = text.replace("title: Buy milk", "title: Buy bread", 1)  # the final list still says milk
+    assert impossible != text
+    with pytest.raises(ValueError, match="no agent could pass"):
+        await capture_handlers.save_and_replay(pg.ctx, session, impossible)
+    with pytest.raises(ValueError, match=r"not valid YAML|cases"):
+        await capture_handlers.save_and_replay(pg.ctx, session, "cases: [")
+    assert list(capture_handlers.captured_dir(pg.ctx).iterdir()) == []
+    with pytest.raises(ValueError, match="case id"):
+        capture_handlers.capture(pg.ctx, session, "../escape", redact=False)
+
+
 # ---------------------------------------------------------------- eval tab
 
 
@@ -303,8 +367,9 @@ async def test_eval_run_compare_filter_chart_case_and_promote(
 
     detail = eval_handlers.case_detail_html(pg.ctx, session, "ref-add-groceries")
     for expected in ("expected", "candidate", "baseline", "add_task(title one of", 'add_task(title=&quot;Buy groceries&quot;)',
-                     "final tasks", "Buy groceries"):  # fmt: skip
+                     "final tasks", "Buy groceries", "title one of &#x27;Buy groceries&#x27;"):  # fmt: skip
         assert expected in detail
+    assert "&#x27;exact&#x27;: None" not in detail  # an expected task reads as written, not as a matcher's dump
 
 
 async def test_promotion_needs_a_saved_prompt(tmp_path: Path, make_playground: Callable[..., Any]) -> None:
@@ -417,6 +482,33 @@ def test_client_eval_run_returns_a_table(served: str) -> None:
     assert len(failures["data"]) == sum(1 for row in table["data"] if "pass" not in row[2])
     detail = client.predict(table["data"][0][0], api_name="/case_detail")
     assert "expected" in detail and "candidate" in detail
+
+
+def test_client_prompt_save_as_names_the_new_version_in_the_header(served: str) -> None:
+    client = Client(served, verbose=False)
+    text = DEFAULT_PROMPT_FILE.read_text() + "\n- Keep replies short.\n"
+    _status, _diff, header = client.predict(text, api_name="/edit_prompt")
+    assert "unsaved edit" in header
+    _versions, cleared, status, _diff, header = client.predict("system_header_check", text, api_name="/save_prompt")
+    assert cleared == "" and "system_header_check" in status and "prompt `system_header_check`" in header
+
+
+def test_client_a_conversation_is_captured_saved_as_a_case_and_replays_passing(served: str) -> None:
+    client = Client(served, verbose=False)
+    client.predict("Add a task to buy milk", api_name="/chat")
+    client.predict("Show me all my tasks", api_name="/chat")
+    text, note = client.predict("captured-from-chat", False, api_name="/capture_case")
+    assert "personal data" in note
+    case = yaml.safe_load(text)["cases"][0]
+    assert case["id"] == "captured-from-chat"
+    assert [turn["user"] for turn in case["turns"]] == ["Add a task to buy milk", "Show me all my tasks"]
+    assert [c["tool"] for c in case["turns"][0]["calls"]] == ["add_task"]
+    replayed = client.predict(text, api_name="/save_case")
+    assert "passes" in replayed and "captured-from-chat.yaml" in replayed
+    saved = next(Path(line) for line in replayed.split("`") if line.endswith("captured-from-chat.yaml"))
+    assert yaml.safe_load(saved.read_text())["cases"][0]["id"] == "captured-from-chat"
+    with pytest.raises(Exception, match="conversation"):
+        Client(served, verbose=False).predict("captured-none", False, api_name="/capture_case")  # no conversation yet
 
 
 CHROMIUM_FLAGS = [
