@@ -131,8 +131,8 @@ def floor_ms(report: dict[str, Any], prompt_rate: float, decode_rate: float) -> 
     return 1000 * (report.get("prompt_n", 0) / prompt_rate + report.get("predicted_n", 0) / decode_rate)
 
 
-async def converse(settings: Settings, capture: Capture, turns: int) -> list[tuple[str, float, int, str]]:
-    """Run the conversation through the app; per turn: text, wall ms, status, the tools called."""
+async def converse(settings: Settings, capture: Capture, turns: int) -> list[tuple[str, float, int, str, str]]:
+    """Run the conversation through the app; per turn: text, wall ms, status, the tools called, the reply."""
     model = build_model(settings, http_client=httpx.AsyncClient(transport=capture, timeout=settings.model_timeout))
 
     async def model_ok() -> bool:
@@ -158,7 +158,7 @@ async def converse(settings: Settings, capture: Capture, turns: int) -> list[tup
             payload = response.json() if response.status_code == 200 else {}
             conversation = payload.get("conversation_id", conversation)
             tools = ",".join(c["name"] for c in payload.get("tool_calls") or []) or "-"
-            rows.append((text, wall, response.status_code, tools))
+            rows.append((text, wall, response.status_code, tools, str(payload.get("response") or "")))
     app.state.engine.dispose()
     return rows
 
@@ -202,7 +202,7 @@ def main() -> None:
     for call in capture.calls:
         per_turn.setdefault(call.turn, []).append(call)
     tool_turns = []
-    for index, (text, wall, status, tools) in enumerate(rows, 1):
+    for index, (text, wall, status, tools, _) in enumerate(rows, 1):
         calls = per_turn.get(index, [])
         reread = sum(c.report.get("prompt_n", 0) for c in calls)
         decoded = sum(c.report.get("predicted_n", 0) for c in calls)
@@ -214,6 +214,9 @@ def main() -> None:
             tool_turns.append((wall, ratio))
         print(f"{index:>4} {len(calls):>5} {reread:>7} {decoded:>7} {prompt_ms:>9.0f} {decode_ms:>9.0f} {wall:>8.0f} "
               f"{floor:>8.0f} {ratio:>5.2f}  {tools} · {text[:50]}{'' if status == 200 else f' (HTTP {status})'}")  # fmt: skip
+    print("replies:")
+    for index, (text, _, _, tools, reply) in enumerate(rows, 1):
+        print(f"  turn {index:>2}: {text[:40]!r} → {tools}: {' '.join(reply.split())[:90]!r}")
     print("per call:")
     for call in capture.calls:
         r = call.report

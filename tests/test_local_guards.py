@@ -227,3 +227,31 @@ def test_the_decision_schema_caps_calls_and_text_when_asked() -> None:
         "properties": {"reply": {"type": "string", "minLength": 1}}
     }  # no tools: text only
     assert parse_decision('{"reply": "H"}') is not None and parse_decision('{"calls": []}') is None
+
+
+def test_a_misspelt_title_still_names_its_task() -> None:
+    tasks = _context((1, "Replace the hallway light bulb"), (2, "Submit the expense report"))
+    engine = ScriptedEngine(_native("complete_task", {"task_id": 2}))
+    done = _answer(engine, [tasks, {"role": "user", "content": "I handed in the expnse reprot, you can check it off"}])
+    assert _calls(done) == [("complete_task", {"task_id": 2})] and engine.asked == []
+
+
+@pytest.mark.parametrize("said", ["Ring the bells", "Do it later"])
+def test_a_word_one_letter_from_a_title_word_is_not_taken_for_a_typo(said: str) -> None:
+    tasks = _context((1, "Water the bills"), (2, "Pack the tent"))
+    engine = ScriptedEngine(_native("complete_task", {"task_id": 1}), '{"reply": "I could not find that task."}')
+    done = _answer(engine, [tasks, {"role": "user", "content": f"{said}, mark it done"}])
+    assert _calls(done) == [] and done["todo_agent"]["reasked"] == ["not_found"]
+
+
+def test_a_refused_call_on_no_named_task_leaves_adding_it_open() -> None:
+    tasks = _context((1, "Vacuum the stairs"))
+    engine = ScriptedEngine(
+        _native("complete_task", {"task_id": 1}),
+        '{"calls": [{"name": "add_task", "arguments": {"title": "Oil the door hinge"}}]}',
+    )
+    done = _answer(engine, [tasks, {"role": "user", "content": "Don't let me forget to oil the door hinge"}])
+    assert _calls(done) == [("add_task", {"title": "Oil the door hinge"})]
+    [(grammar, note)] = engine.asked
+    assert "add_task" in grammar and "complete_task" not in grammar
+    assert note is not None and "add it as a new task" in note

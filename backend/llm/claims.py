@@ -291,6 +291,8 @@ def _backs(claim: Claim, calls: Sequence[DoneCall]) -> bool:
     kind = [c for c in calls if claim.action is None or c.action == claim.action]
     if not kind:
         return False
+    if claim.titles and claim.task_ids and not any(c.task_id in claim.task_ids for c in kind):
+        return False  # "'Buy milk' was added as task 2" is not task 1's add, whatever its title
     if claim.titles:
         if claim.action == "updated":
             # "Renamed 'old' to 'new'" or "updated 'title' with the note '...'": one title must be the task's (its

@@ -3,9 +3,9 @@
 Asked "delete the buy milk task" with "Buy milk for home" and "Buy milk for the office" listed, the small model
 deletes the first; asked to "complete the 'Renew car insurance' task" when no such task exists, it completes another
 one; asked to add a task, it sometimes adds it, lists, then completes it. The guard compares each changing call's
-task with what the user's message names — the task's id, or words of its title — and with what the conversation
-points at ("mark it done" after an add). It never changes a call: the server refuses it and asks the model again,
-for a question (`backend.llm.local_server`).
+task with what the user's message names — the task's id, or words of its title (misspelt or not) — and with what the
+conversation points at ("mark it done" after an add). It never changes a call: the server refuses it and asks the
+model again, for a question (`backend.llm.local_server`).
 
 It judges only what words can tell. A message in another script than the titles (Urdu under English titles), a
 message that names every task ("both", "all", "sab"), or one that names no task at all right after a turn that
@@ -19,6 +19,7 @@ import re
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
+from difflib import SequenceMatcher
 from typing import Any, Literal
 
 from backend.tools import parse_task_lines
@@ -75,13 +76,28 @@ def _stem(word: str) -> str:
     return word[:5]
 
 
+TYPO_RATIO = 0.82  # "expnse" / "expense" (0.92), "reprot" / "report" (0.83); not "bills" / "bells" (0.8)
+
+
+def _misspelt(word: str, said: set[str]) -> bool:
+    """The user wrote this word with a typo: a word of theirs as long, give or take a letter, with the same first
+    letter and nearly the same letters (short words are left out: one letter changes their meaning)."""
+    return len(word) >= 5 and any(
+        len(other) >= 5
+        and other[0] == word[0]
+        and abs(len(other) - len(word)) <= 1
+        and SequenceMatcher(None, word, other).ratio() >= TYPO_RATIO
+        for other in said
+    )
+
+
 def _overlap(said: set[str], title: str) -> tuple[int, float]:
-    """How many of the title's words the user said (by stem), and the share of the title that is."""
+    """How many of the title's words the user said (by stem, or misspelt), and the share of the title that is."""
     words = _words(title)
     if not words:
         return 0, 0.0
     stems = {_stem(w) for w in said}
-    hits = sum(_stem(w) in stems for w in words)
+    hits = sum(_stem(w) in stems or _misspelt(w, said) for w in words)
     return hits, hits / len(words)
 
 
@@ -181,8 +197,9 @@ def feedback(problem: TargetProblem) -> str:
         )
     if problem.none_named:
         return (
-            f"No task matches what the user named, and {named} is not it: change nothing. Tell the user you could "
-            "not find that task."
+            f"No task matches what the user named, and {named} is not it: do not change it. If the user asked for "
+            "something new, add it as a new task; if they meant a task that is not listed, tell them you could not "
+            "find it."
         )
     return f"The user did not name {named}: do not change it. Answer what they asked."
 

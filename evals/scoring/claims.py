@@ -23,7 +23,9 @@ from typing import Any
 
 _SENTENCES = re.compile(r"(?<=[.!?۔؟])\s+|\n+")
 _TITLE = re.compile(r"(?:^|(?<=[\s(\[:]))['\"“‘«]([^'\"“”‘’«»\n]{1,200}?)['\"”’»](?=$|[\s.,;:!?)\]۔،])")
-_ID = re.compile(r"(?:\btasks?\s*#?|#|نمبر\s*)(\d+(?:\s*(?:,|&|and|aur|or|اور)\s*#?\d+)*)")
+_ID = re.compile(
+    r"(?:\btasks?\s*#?|\bids?\s*[:#]?\s*|#|نمبر\s*)(\d+(?:\s*(?:,|&|and|aur|or|اور)\s*#?\d+)*)", re.IGNORECASE
+)
 
 # Action words, per action: English past forms, Urdu and Roman Urdu verb stems (read with a perfective auxiliary).
 _WORDS = {
@@ -283,6 +285,9 @@ def contradiction(
         missing = [t for t in change.titles if not _titled(after, t)]
         if missing:
             return f"no task titled {missing[0]!r}"
+        absent = [i for i in change.task_ids if i not in now]
+        if absent:
+            return f"there is no task {absent[0]}"
         if change.titles:
             return None
         if change.recap:  # "yes, I added it this morning": about what the user asked after
