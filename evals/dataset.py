@@ -345,15 +345,23 @@ def _describe(path: Path, raw: Any, exc: ValidationError) -> str:
 
 def load_file(path: Path) -> DatasetFile:
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise DatasetError(f"{path}: not valid YAML: {exc}") from exc
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise DatasetError(f"{path}: cannot be read: {exc}") from exc
+    return load_text(text, path)
+
+
+def load_text(text: str, source: Path) -> DatasetFile:
+    """A dataset file's YAML, validated as `load_file` does; `source` names it in the errors (an edited case that
+    is not yet a file)."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise DatasetError(f"{source}: not valid YAML: {exc}") from exc
     try:
         return DatasetFile.model_validate(raw)
     except ValidationError as exc:
-        raise DatasetError(_describe(path, raw, exc)) from exc
+        raise DatasetError(_describe(source, raw, exc)) from exc
 
 
 def dataset_files(path: Path) -> list[Path]:

@@ -5,11 +5,10 @@ and model. Conversations users disliked (ChatKit's thumbs down) are listed to st
 from __future__ import annotations
 
 import re
-import tempfile
 from pathlib import Path
 
 from evals.capture import PERSONAL_DATA_WARNING, capture_case, case_yaml, disliked_conversations
-from evals.dataset import Case, DatasetError, load_file
+from evals.dataset import Case, DatasetError, load_text
 from evals.results import RunResult
 from evals.selfcheck import check_case
 from evals.suite import run_evals
@@ -17,8 +16,12 @@ from playground.context import PlaygroundContext
 from playground.eval_handlers import eval_config
 from playground.session import PlaygroundSession
 
+# Narrower than the dataset's id pattern: the id names the saved file (no dots, bounded length).
 CASE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-__all__ = ["PERSONAL_DATA_WARNING", "capture", "captured_dir", "disliked_choices", "save_and_replay"]
+__all__ = [
+    "PERSONAL_DATA_WARNING", "capture", "captured_dir", "disliked_choices", "parse_choice", "replay_markdown",
+    "save_and_replay",
+]  # fmt: skip
 
 
 def captured_dir(ctx: PlaygroundContext) -> Path:
@@ -56,31 +59,26 @@ def capture(ctx: PlaygroundContext, session: PlaygroundSession, case_id: str, *,
     return case_yaml(case)
 
 
-def _only_case(path: Path) -> Case:
-    cases = load_file(path).cases
+def _only_case(text: str) -> Case:
+    source = Path("the edited case")
+    cases = load_text(text, source).cases
     if len(cases) != 1:
-        raise DatasetError(f"{path.name}: holds {len(cases)} cases; keep exactly one")
+        raise DatasetError(f"{source}: holds {len(cases)} cases; keep exactly one")
     case = cases[0]
     if not CASE_ID.match(case.id):
-        raise DatasetError(f"{path.name}: case id {case.id!r}: lowercase letters, digits, '_' or '-'")
+        raise DatasetError(f"{source}: case id {case.id!r}: lowercase letters, digits, '_' or '-'")
     return case
 
 
 async def save_and_replay(ctx: PlaygroundContext, session: PlaygroundSession, text: str) -> tuple[Path, RunResult]:
     """Validate the edited YAML, check that some agent could pass it (its expected calls replayed on the real tools),
     save it as `<DATA_DIR>/cases/<id>.yaml`, then run it with the session's prompt and model."""
-    folder = captured_dir(ctx)
-    folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=folder, prefix=".draft-", suffix=".yaml", delete=False) as handle:
-        handle.write(text)  # validated from a file, as the dataset loader reads every case
-    draft = Path(handle.name)
-    try:
-        case = _only_case(draft)
-    finally:
-        draft.unlink(missing_ok=True)
+    case = _only_case(text)
     checked = check_case(case)
     if not checked.ok:
         raise DatasetError(f"no agent could pass case {case.id!r} as written: {'; '.join(checked.reasons())}")
+    folder = captured_dir(ctx)
+    folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{case.id}.yaml"
     path.write_text(text, encoding="utf-8")
     config = eval_config(ctx, session, [])

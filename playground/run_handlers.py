@@ -41,10 +41,6 @@ def runs_frame(ctx: PlaygroundContext) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=RUN_COLUMNS)
 
 
-def run_ids(ctx: PlaygroundContext) -> list[str]:
-    return [run.run_id for run in ctx.runs.list()]
-
-
 def run_choices(ctx: PlaygroundContext) -> list[tuple[str, str]]:
     """(what the run was, its id) for the picker: an id alone says nothing about the run."""
     return [(f"{run.label or run.model or '?'} · {run.run_id}", run.run_id) for run in ctx.runs.list()]
